@@ -28,7 +28,7 @@ class StateStore(Protocol):
 class MemoryState:
     """In-memory StateStore for the embedded runner; TTLs are measured on an injected clock."""
 
-    def __init__(self, prefix: str = "dreambot", now_s: object = None) -> None:
+    def __init__(self, prefix: str = "default", now_s: object = None) -> None:
         self.prefix = prefix
         self._values: dict[str, tuple[bytes, float | None]] = {}
         self._streams: dict[str, deque[bytes]] = {}
