@@ -1,4 +1,4 @@
-"""Shared test fixtures: locating the real recordings (skip with a reason when absent)."""
+"""Locating the real recordings (skip with a reason when absent)."""
 
 from __future__ import annotations
 
