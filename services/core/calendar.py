@@ -7,6 +7,7 @@ closes); the calendar library owns the holiday and DST rules so we never hand-ma
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -36,7 +37,12 @@ class MarketCalendar:
 
     def __init__(self, start: str = "2015-01-01", end: str | None = None) -> None:
         end = end or f"{dt.date.today().year + 2}-12-31"
-        cal = xcals.get_calendar("XNYS", start=start, end=end)
+        with warnings.catch_warnings():
+            # exchange_calendars 4.13 trips a pandas 3 deprecation internally; nothing we can act on.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
+            cal = xcals.get_calendar("XNYS", start=start, end=end)
         sched = cal.schedule
         self._sessions: dict[dt.date, Session] = {}
         for day, open_ts, close_ts in zip(sched.index, sched["open"], sched["close"], strict=True):
