@@ -1,0 +1,186 @@
+"""The embedded session: every stage in one process on the in-process bus (paper broker).
+
+This is the main job, the backtest and the calibration's replay: the same stage objects the
+services-mode processes run, wired to an InProcessBus, a MemoryState and a ReplayClock. Nothing
+here reads the wall clock, so the same input gives byte-identical outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.core import topics
+from services.core.bus import InProcessBus
+from services.core.calendar import MarketCalendar, default_calendar
+from services.core.clock import ReplayClock
+from services.core.events import (
+    Event,
+    FeatureVector,
+    OrderEvent,
+    OrderRequest,
+    RiskCommand,
+    RiskRejection,
+    SignalIntent,
+    TradeOutcome,
+)
+from services.core.settings import CONFIG_DIR, PROJECT_ROOT
+from services.core.stage import Output, Stage
+from services.core.state import MemoryState
+from services.features.stage import FeatureStage
+from services.oms.audit import AuditSink
+from services.oms.brokers.paper import PaperBroker
+from services.oms.config import load_broker_config
+from services.oms.engine import OrderManager
+from services.oms.stage import OmsStage
+from services.risk.config import load_risk_config, read_risk_multiplier
+from services.risk.engine import RiskEngine
+from services.risk.event_halts import load_event_halts
+from services.risk.stage import RiskStage
+from services.signals.engine import SignalEngine
+from services.signals.gates import load_calibration
+from services.signals.playbooks import load_playbooks
+from services.signals.stage import SignalStage
+
+DEFAULT_CALIBRATION = PROJECT_ROOT / "backtests" / "calibration.json"
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What an embedded session trades and with which configuration."""
+
+    symbols: tuple[str, ...]
+    config_dir: Path = CONFIG_DIR
+    calibration: Path | None = DEFAULT_CALIBRATION
+    chain_every_s: float = 300.0
+    session: str = "embedded"
+
+
+@dataclass
+class SessionRecord:
+    """Everything a session produced that reports and tests look at, in publication order."""
+
+    intents: list[SignalIntent] = field(default_factory=list)
+    orders: list[OrderRequest] = field(default_factory=list)
+    rejections: list[RiskRejection] = field(default_factory=list)
+    commands: list[RiskCommand] = field(default_factory=list)
+    order_events: list[OrderEvent] = field(default_factory=list)
+    outcomes: list[TradeOutcome] = field(default_factory=list)
+    bars: int = 0
+    last_ts: int = 0
+
+    @property
+    def fills(self) -> list[OrderEvent]:
+        return [e for e in self.order_events if e.status in ("filled", "partial") and e.fill_price is not None]
+
+    @property
+    def realized_pnl(self) -> float:
+        return sum(o.pnl for o in self.outcomes)
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, SignalIntent):
+            self.intents.append(event)
+        elif isinstance(event, OrderRequest):
+            self.orders.append(event)
+        elif isinstance(event, RiskRejection):
+            self.rejections.append(event)
+        elif isinstance(event, RiskCommand):
+            self.commands.append(event)
+        elif isinstance(event, OrderEvent):
+            self.order_events.append(event)
+        elif isinstance(event, TradeOutcome):
+            self.outcomes.append(event)
+        elif isinstance(event, FeatureVector):
+            self.bars += 1
+        self.last_ts = max(self.last_ts, event.ts)
+
+
+class EmbeddedSession:
+    """All stages on one in-process bus; feed it md.* outputs and read ``record``."""
+
+    def __init__(
+        self,
+        spec: SessionSpec,
+        *,
+        calendar: MarketCalendar | None = None,
+        audit: AuditSink | None = None,
+        state: MemoryState | None = None,
+    ) -> None:
+        self.spec = spec
+        self.calendar = calendar or default_calendar()
+        self.clock = ReplayClock()
+        self.state = state or MemoryState(prefix=spec.session, now_s=lambda: self.clock.now_ns() / 1e9)
+        self.bus = InProcessBus()
+        self.record = SessionRecord()
+        self.stages = self._build(audit)
+        for stage in self.stages:
+            for topic in stage.inputs:
+                self.bus.subscribe(topic, self._deliver(stage, topic), group=stage.name)
+        for topic in (topics.FEATURES, topics.SIGNALS, topics.ORDERS, topics.RISK_COMMANDS,
+                      topics.EXECUTIONS, topics.OUTCOMES):
+            self.bus.subscribe(topic, self.record.on_event, group="recorder")
+
+    def _build(self, audit: AuditSink | None) -> list[Stage]:
+        spec, cfg_dir = self.spec, self.spec.config_dir
+        playbooks = load_playbooks(cfg_dir / "playbooks.yaml")
+        if spec.calibration is not None:
+            playbooks = playbooks.model_copy(
+                update={"calibration": playbooks.calibration.model_copy(update={"path": spec.calibration})}
+            )
+        risk_cfg = load_risk_config(cfg_dir / "risk.yaml")
+        halts = load_event_halts(risk_cfg)
+        multiplier = 1.0
+        if spec.calibration is not None and spec.calibration.exists():
+            multiplier = read_risk_multiplier(spec.calibration)
+        signals = SignalEngine(
+            playbooks,
+            calibration=load_calibration(playbooks.calibration),
+            is_halted=lambda ts: halts.halt_active(ts) is not None,
+            calendar=self.calendar,
+        )
+        risk = RiskEngine(risk_cfg, self.clock, self.state, events=halts, calendar=self.calendar,
+                          risk_multiplier=multiplier)
+        broker_cfg = load_broker_config(cfg_dir / "broker.yaml")
+        broker = PaperBroker(self.clock, broker_cfg.paper)
+        oms = OrderManager(broker, self.clock, broker_cfg, audit=audit)
+        return [
+            FeatureStage(list(spec.symbols), calendar=self.calendar, chain_every_s=spec.chain_every_s),
+            SignalStage(signals),
+            RiskStage(risk, self.clock),
+            OmsStage(oms, self.clock, self.calendar),
+        ]
+
+    def _deliver(self, stage: Stage, topic: str) -> Callable[[Event], None]:
+        publish = self.bus.publish
+
+        def handler(event: Event) -> None:
+            for out in stage.handle(topic, event):
+                publish(out.topic, out.key, out.event)
+
+        return handler
+
+    @property
+    def oms(self) -> OrderManager:
+        return next(s for s in self.stages if isinstance(s, OmsStage)).manager
+
+    @property
+    def risk(self) -> RiskEngine:
+        return next(s for s in self.stages if isinstance(s, RiskStage)).engine
+
+    def publish(self, out: Output) -> None:
+        """Inject one event (market data or a manual command)."""
+        self.clock.advance_to(out.event.ts)
+        self.bus.publish(out.topic, out.key, out.event)
+
+    def run(self, feed: Iterable[Output], on_step: Callable[[SessionRecord], None] | None = None) -> SessionRecord:
+        """Publish every feed output, then let each stage finish; returns the record."""
+        for out in feed:
+            self.publish(out)
+            if on_step is not None and out.topic == topics.MD_BARS:
+                on_step(self.record)
+        end = self.clock.now_ns()
+        for stage in self.stages:
+            for out in stage.finish(end):
+                self.bus.publish(out.topic, out.key, out.event)
+        return self.record

@@ -1,0 +1,75 @@
+"""Where a replay's market data comes from: a file or folder, or deterministic synthetic bars,
+plus the option chain source (synthetic, priced from a skewed surface around the real underlying).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.core.calendar import MarketCalendar, default_calendar, ny_date
+from services.core.events import Bar, ChainSnapshot
+from services.ingest.feed import ChainSource
+from services.ingest.sources import open_bars
+from services.ingest.synthetic import synthetic_bars
+from services.ingest.validation import RejectionReport
+
+START_PRICES = {"SPY": 620.0, "QQQ": 520.0, "SPX": 6200.0, "NDX": 22500.0}
+SYNTHETIC_START = dt.date(2025, 6, 2)
+
+
+@dataclass
+class MarketData:
+    """Bars per symbol (each in time order) and the rejection report of each file read."""
+
+    bars: dict[str, list[Bar]]
+    reports: dict[str, RejectionReport]
+    source: str
+
+    @property
+    def session_dates(self) -> list[dt.date]:
+        return sorted({ny_date(b.ts) for bars in self.bars.values() for b in bars})
+
+
+def load_market_data(
+    symbols: Sequence[str],
+    data: Path | None,
+    *,
+    table: str | None = None,
+    tz: str | None = None,
+    sessions: int = 1,
+    seed: int = 7,
+) -> MarketData:
+    """Read ``symbols`` from ``data`` (any supported file or a flat-file folder) or synthesise them."""
+    if data is None:
+        bars = {
+            s: synthetic_bars(s, SYNTHETIC_START, sessions, seed + i, START_PRICES.get(s, 100.0))
+            for i, s in enumerate(symbols)
+        }
+        return MarketData(bars, {}, f"synthetic (seed {seed}, {sessions} session(s) from {SYNTHETIC_START})")
+    bars, reports = {}, {}
+    for s in symbols:
+        replay = open_bars(data, s, table=table, tz=tz)
+        bars[s] = list(replay)
+        reports[s] = replay.report
+    return MarketData(bars, reports, str(data))
+
+
+def synthetic_chain_source(seed: int = 7, calendar: MarketCalendar | None = None) -> ChainSource:
+    """0DTE and next-session chains priced around each bar's close (deterministic per seed)."""
+    from services.ingest.synthetic_chain import synthetic_chain
+
+    cal = calendar or default_calendar()
+
+    def source(underlying: str, spot: float, now_ns: int) -> ChainSnapshot | None:
+        today = ny_date(now_ns)
+        session = cal.session(today)
+        if session is None:
+            return None
+        expiries = [today, cal.next_session(today).date] if now_ns < session.close_ns else [
+            cal.next_session(today).date]
+        return synthetic_chain(underlying, spot, now_ns, expiries, seed=seed, calendar=cal)
+
+    return source

@@ -1,0 +1,150 @@
+"""Backtest CLI: an embedded replay with the paper broker, written up as summary and trades JSON.
+
+    python -m services.backtest.main --symbol SPY --data data/backtests/spy_1m.csv \
+        --output storage/backtests/spy_summary.json --trades-output storage/backtests/spy_trades.json
+
+No ``--data`` replays deterministic synthetic bars. Also writes ``<reports-dir>/summary.csv`` and
+``<reports-dir>/fill_quality.csv`` (default ``backtests/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.backtest.embedded import DEFAULT_CALIBRATION, EmbeddedSession, SessionRecord, SessionSpec
+from services.backtest.inputs import MarketData, load_market_data, synthetic_chain_source
+from services.backtest.reports import summarize, write_json, write_summary_csv, write_trades
+from services.cliutil import OneLineParser, fail
+from services.core.calendar import iso_ny
+from services.core.settings import CONFIG_DIR, ConfigError
+from services.ingest.feed import ReplayFeed, merge_bars
+from services.ingest.sources import DataSourceError
+
+SYMBOLS = ("SPY", "QQQ", "SPX", "NDX")
+
+
+@dataclass
+class BacktestResult:
+    """A finished replay: its record, summary and where the inputs came from."""
+
+    record: SessionRecord
+    summary: dict[str, Any]
+    data: MarketData
+    session: EmbeddedSession
+
+
+def run_backtest(
+    symbols: Sequence[str],
+    data: MarketData,
+    *,
+    config_dir: Path = CONFIG_DIR,
+    calibration: Path | None = DEFAULT_CALIBRATION,
+    seed: int = 7,
+    progress: bool = False,
+    on_step: Callable[[SessionRecord], None] | None = None,
+) -> BacktestResult:
+    """Replay ``data`` through every stage with the paper broker and summarise the trades."""
+    session = EmbeddedSession(SessionSpec(tuple(symbols), config_dir=config_dir, calibration=calibration))
+    feed = ReplayFeed(merge_bars(list(data.bars.values())), synthetic_chain_source(seed, session.calendar),
+                      session.state, session.calendar)
+    total = sum(len(b) for b in data.bars.values())
+    step = on_step
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="bar", file=sys.stderr, leave=False)
+
+        def step(rec: SessionRecord) -> None:
+            bar.update(1)
+            if on_step is not None:
+                on_step(rec)
+
+    record = session.run(feed, on_step=step)
+    if progress:
+        bar.close()
+    summary = summarize(record.outcomes, data.session_dates)
+    summary.update(
+        symbols=list(symbols),
+        data=data.source,
+        bars=total,
+        signals=len(record.intents),
+        orders=len(record.orders),
+        risk_rejections=len(record.rejections),
+        fills=len(record.fills),
+        rejected_rows={s: r.to_dict()["counts"] for s, r in data.reports.items()},
+        sessions=[d.isoformat() for d in data.session_dates],
+    )
+    return BacktestResult(record, summary, data, session)
+
+
+def write_fill_quality(result: BacktestResult, path: Path) -> None:
+    """One row per execution: slippage against the mid and delay from order to fill."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["fill_time", "order_id", "leg", "contract", "side", "quantity", "price", "bid", "ask",
+                    "slippage_vs_mid", "fill_delay_s", "fees"])
+        for f in result.session.oms.fill_reports:
+            w.writerow([iso_ny(f.fill_ts), f.order_id, f.leg, f.contract, f.side, f.quantity, f.price,
+                        f.bid, f.ask, f.slippage_vs_mid, f.delay_ns / 1e9, f.fees])
+
+
+def write_outputs(result: BacktestResult, output: Path, trades_output: Path, reports_dir: Path) -> None:
+    """Summary JSON, trades JSON, summary.csv and fill_quality.csv."""
+    write_json(result.summary, output)
+    write_trades(result.record.outcomes, trades_output)
+    write_summary_csv(result.summary, reports_dir / "summary.csv")
+    write_fill_quality(result, reports_dir / "fill_quality.csv")
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """--data/--table/--tz/--sessions/--seed, shared by every replaying command."""
+    p.add_argument("--data", type=Path, help="bars file (.csv, .parquet, .duckdb) or flat-file folder; "
+                   "omitted: deterministic synthetic bars")
+    p.add_argument("--table", help="DuckDB table (e.g. bars_intraday)")
+    p.add_argument("--tz", help="time zone of naive timestamps (default: UTC if the file name says utc, "
+                   "else America/New_York)")
+    p.add_argument("--sessions", type=int, default=5, help="synthetic sessions when no --data (default 5)")
+    p.add_argument("--seed", type=int, default=7, help="seed of synthetic bars and option chains")
+    p.add_argument("--config-dir", type=Path, default=CONFIG_DIR, help="folder of the YAML configs")
+    p.add_argument("--calibration", type=Path, default=DEFAULT_CALIBRATION,
+                   help="calibration JSON read by signals and risk (used when it exists)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m services.backtest.main", description=__doc__.splitlines()[0])
+    p.add_argument("--symbol", required=True, choices=SYMBOLS, type=str.upper)
+    add_data_args(p)
+    p.add_argument("--output", type=Path, default=Path("storage/backtests/summary.json"))
+    p.add_argument("--trades-output", type=Path, default=Path("storage/backtests/trades.json"))
+    p.add_argument("--reports-dir", type=Path, default=Path("backtests"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m services.backtest.main") -> int:
+    args = parser().parse_args(argv)
+    if args.sessions < 1:
+        fail(prog, "--sessions must be >= 1")
+    try:
+        data = load_market_data([args.symbol], args.data, table=args.table, tz=args.tz,
+                                sessions=args.sessions, seed=args.seed)
+        result = run_backtest([args.symbol], data, config_dir=args.config_dir, calibration=args.calibration,
+                              seed=args.seed, progress=sys.stderr.isatty())
+    except (DataSourceError, ConfigError) as exc:
+        fail(prog, str(exc))
+    write_outputs(result, args.output, args.trades_output, args.reports_dir)
+    s = result.summary
+    print(f"{args.symbol}: {s['bars']} bars, {s['signals']} signals, {s['orders']} orders, "
+          f"{s['trade_count']} trades, net pnl {s['net_pnl']:.2f}, win rate {s['win_rate']:.1%}, "
+          f"max drawdown {s['max_drawdown']:.2f} -> {args.output}, {args.trades_output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""The `dreambot` command: run (embedded paper session), features, backtest, calibrate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from services.cliutil import OneLineParser, fail, parse_speed
+from services.core.calendar import iso_ny
+from services.core.datasets import SAMPLE_BARS
+from services.core.settings import ConfigError, runtime_settings
+
+PROG = "dreambot"
+
+
+def _run(args: argparse.Namespace) -> int:
+    from services.backtest.embedded import SessionRecord
+    from services.backtest.inputs import load_market_data
+    from services.backtest.main import run_backtest, write_outputs
+
+    settings = runtime_settings()
+    if settings.mode != "paper":
+        fail(PROG, "`dreambot run` is an embedded paper session; live trading runs as services "
+                   "(DREAMBOT_MODE=live needs the services mode and DREAMBOT_LIVE_CONFIRM)")
+    data_path = None if args.synthetic else (args.data or SAMPLE_BARS)
+    symbols = [s.upper() for s in args.symbol]
+    data = load_market_data(symbols, data_path, table=args.table, tz=args.tz, sessions=args.sessions,
+                            seed=args.seed)
+    for report in data.reports.values():
+        print(f"data: {report.summary()}")
+    total = sum(len(b) for b in data.bars.values())
+    if total == 0:
+        fail(PROG, f"no bars for {', '.join(symbols)} in {data.source}")
+    print(f"session: {', '.join(symbols)} paper, {total} bars from {data.source}")
+
+    state = {"printed": 0, "t0": time.monotonic(), "first_ts": None}
+    every = max(1, total // 12)
+
+    def on_step(rec: SessionRecord) -> None:
+        if args.speed > 0:
+            if state["first_ts"] is None:
+                state["first_ts"] = rec.last_ts
+            target = (rec.last_ts - state["first_ts"]) / 1e9 / args.speed
+            delay = target - (time.monotonic() - state["t0"])
+            if delay > 0:
+                time.sleep(delay)
+        state["printed"] += 1
+        if state["printed"] % every == 0:
+            print(f"  {iso_ny(rec.last_ts)[:16]}  bars {rec.bars:5d}  signals {len(rec.intents):3d}  "
+                  f"orders {len(rec.orders):3d}  fills {len(rec.fills):3d}  trades {len(rec.outcomes):3d}  "
+                  f"realized pnl {rec.realized_pnl:+10.2f}", flush=True)
+
+    result = run_backtest(symbols, data, config_dir=args.config_dir, calibration=args.calibration,
+                          seed=args.seed, progress=sys.stderr.isatty(), on_step=on_step)
+    out = args.output_dir
+    write_outputs(result, out / "summary.json", out / "trades.json", out)
+    s = result.summary
+    oms = result.session.oms
+    print(f"done: {s['signals']} signals, {s['orders']} orders ({s['risk_rejections']} refused by risk), "
+          f"{s['fills']} fills, {s['trade_count']} trades, net pnl {s['net_pnl']:+.2f} "
+          f"(unrealized {oms.positions.unrealized():+.2f}), win rate {s['win_rate']:.1%}, "
+          f"max drawdown {s['max_drawdown']:.2f}")
+    print(f"outputs: {out}/summary.json, trades.json, summary.csv, fill_quality.csv")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from services.backtest.main import add_data_args
+
+    p = OneLineParser(prog=PROG, description="DreamBot: options day trading, paper by default.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    run = sub.add_parser("run", help="embedded paper session (bundled real SPY day by default)")
+    add_data_args(run)
+    run.add_argument("--synthetic", action="store_true", help="replay the deterministic synthetic session")
+    run.add_argument("--symbol", nargs="+", default=["SPY"], help="underlyings (default SPY)")
+    run.add_argument("--speed", type=parse_speed, default=0.0, help="pace the replay, e.g. 60x (default unpaced)")
+    run.add_argument("--output-dir", type=Path, default=Path("storage/run"))
+    run.set_defaults(func=_run, sessions=1)
+
+    feats = sub.add_parser("features", help="export bar features of a data file to CSV or Parquet")
+    feats.add_argument("--data", type=Path, required=True)
+    feats.add_argument("--symbol", required=True, type=str.upper)
+    feats.add_argument("--output", type=Path, required=True)
+    feats.add_argument("--table")
+    feats.add_argument("--tz")
+    feats.set_defaults(func=_features)
+
+    bt = sub.add_parser("backtest", help="same as python -m services.backtest.main", add_help=False)
+    bt.add_argument("rest", nargs=argparse.REMAINDER)
+    bt.set_defaults(func=lambda a: __import__("services.backtest.main", fromlist=["main"]).main(a.rest))
+    cal = sub.add_parser("calibrate", help="same as python -m services.backtest.calibrate", add_help=False)
+    cal.add_argument("rest", nargs=argparse.REMAINDER)
+    cal.set_defaults(func=lambda a: __import__("services.backtest.calibrate", fromlist=["main"]).main(a.rest))
+    return p
+
+
+def _features(args: argparse.Namespace) -> int:
+    from services.features.export import export_features
+    from services.ingest.sources import open_bars
+
+    if args.output.suffix.lower() not in (".csv", ".parquet"):
+        fail(PROG, f"--output must end in .csv or .parquet, got {args.output.name!r}")
+    replay = open_bars(args.data, args.symbol, table=args.table, tz=args.tz)
+    rows = export_features(replay, args.output)
+    print(f"{replay.report.summary()}; wrote {rows} rows to {args.output}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        fail(PROG, str(exc))
+    except Exception as exc:  # a data problem reported by a reader is one line, not a traceback
+        from services.ingest.sources import DataSourceError
+
+        if isinstance(exc, DataSourceError):
+            fail(PROG, str(exc))
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""The OMS stage: approved orders, risk commands and option quotes in; executions and outcomes out.
+
+Session closes are detected from event time (the first event at or after a session's close), so
+expiring contracts settle at the close in a replay exactly as they would live.
+"""
+
+from __future__ import annotations
+
+from services.core import topics
+from services.core.calendar import MarketCalendar, default_calendar, ny_date
+from services.core.clock import ReplayClock
+from services.core.events import (
+    ChainSnapshot,
+    Event,
+    FeatureVector,
+    OrderEvent,
+    OrderRequest,
+    Position,
+    RiskCommand,
+    RiskRejection,
+    SignalIntent,
+    TradeOutcome,
+)
+from services.core.stage import Output
+from services.oms.engine import OrderManager
+
+
+class OmsStage:
+    """Feeds the OrderManager and routes what it reports."""
+
+    name = "oms"
+    inputs = (topics.SIGNALS, topics.ORDERS, topics.RISK_COMMANDS, topics.MD_CHAIN, topics.FEATURES)
+
+    def __init__(
+        self, manager: OrderManager, clock: ReplayClock | None = None, calendar: MarketCalendar | None = None
+    ) -> None:
+        self.manager = manager
+        self._clock = clock
+        self._calendar = calendar or default_calendar()
+        self._close_ns: int | None = None  # close of the session being traded
+        self._last_px: dict[str, float] = {}
+
+    def _route(self, events: list[Event]) -> list[Output]:
+        out: list[Output] = []
+        for e in events:
+            if isinstance(e, TradeOutcome):
+                out.append(Output(topics.OUTCOMES, e.underlying, e))
+            elif isinstance(e, OrderEvent | Position):
+                out.append(Output(topics.EXECUTIONS, e.underlying, e))
+        return out
+
+    def _session_edge(self, ts: int) -> list[Event]:
+        """Settle at the close once event time reaches it; then track the next session."""
+        events: list[Event] = []
+        if self._close_ns is not None and ts >= self._close_ns:
+            events.extend(self.manager.on_session_close(self._close_ns, dict(self._last_px)))
+            self._close_ns = None
+        if self._close_ns is None:
+            session = self._calendar.session(ny_date(ts))
+            if session is not None and ts < session.close_ns:
+                self._close_ns = session.close_ns
+        return events
+
+    def handle(self, topic: str, event: Event) -> list[Output]:
+        if self._clock is not None:
+            self._clock.advance_to(event.ts)
+        events = self._session_edge(event.ts)
+        m = self.manager
+        if isinstance(event, ChainSnapshot):
+            self._last_px[event.underlying] = event.underlying_price
+            events.extend(m.on_chain(event))
+        elif isinstance(event, FeatureVector):
+            close = event.values.get("close")
+            if close is not None:
+                self._last_px[event.symbol] = close
+            events.extend(m.on_features(event))
+        elif isinstance(event, SignalIntent):
+            events.extend(m.on_signal_intent(event))
+        elif isinstance(event, OrderRequest):
+            events.extend(m.on_order_request(event))
+        elif isinstance(event, RiskCommand):
+            events.extend(m.on_risk_command(event))
+        elif not isinstance(event, RiskRejection):
+            raise ValueError(f"oms stage cannot handle {type(event).__name__} on {topic}")
+        return self._route(events)
+
+    def finish(self, now_ns: int) -> list[Output]:
+        """End of data: settle a session whose close has passed; open positions stay open."""
+        return self._route(self._session_edge(now_ns))

@@ -1,0 +1,63 @@
+"""The risk stage: intents in, approved OrderRequests or RiskRejections out; kill-switch commands.
+
+Risk consumes ``risk_commands`` for manual commands (an operator's engage/release) and ignores the
+commands it published itself (ids start with ``risk:``), which it also receives on that topic.
+"""
+
+from __future__ import annotations
+
+from services.core import topics
+from services.core.clock import ReplayClock
+from services.core.events import (
+    Event,
+    FeatureVector,
+    Heartbeat,
+    OrderEvent,
+    Position,
+    RiskCommand,
+    SignalIntent,
+    TradeOutcome,
+)
+from services.core.stage import Output
+from services.risk.engine import RiskEngine
+
+OWN_COMMAND_PREFIX = "risk:"
+
+
+class RiskStage:
+    """Feeds the RiskEngine and runs its loss check after every event."""
+
+    name = "risk"
+    inputs = (topics.SIGNALS, topics.EXECUTIONS, topics.OUTCOMES, topics.FEATURES, topics.RISK_COMMANDS)
+
+    def __init__(self, engine: RiskEngine, clock: ReplayClock | None = None) -> None:
+        self.engine = engine
+        self._clock = clock
+
+    def handle(self, topic: str, event: Event) -> list[Output]:
+        if self._clock is not None:
+            self._clock.advance_to(event.ts)
+        out: list[Output] = []
+        if isinstance(event, SignalIntent):
+            decision = self.engine.on_intent(event)
+            out.append(Output(topics.ORDERS, event.underlying, decision))
+        elif isinstance(event, FeatureVector):
+            self.engine.on_features(event)
+        elif isinstance(event, OrderEvent):
+            self.engine.on_order_event(event)
+        elif isinstance(event, Position):
+            self.engine.on_position(event)
+        elif isinstance(event, TradeOutcome):
+            self.engine.on_outcome(event)
+        elif isinstance(event, Heartbeat):
+            self.engine.on_heartbeat(event)
+        elif isinstance(event, RiskCommand):
+            if not event.id.startswith(OWN_COMMAND_PREFIX):
+                out.extend(Output(topics.RISK_COMMANDS, c.underlying, c) for c in self.engine.on_command(event))
+        else:
+            raise ValueError(f"risk stage cannot handle {type(event).__name__} on {topic}")
+        out.extend(Output(topics.RISK_COMMANDS, c.underlying, c) for c in self.engine.check(event.ts))
+        return out
+
+    def finish(self, now_ns: int) -> list[Output]:
+        return [Output(topics.RISK_COMMANDS, c.underlying, c) for c in self.engine.check(now_ns)]

@@ -1,0 +1,32 @@
+"""The signals stage: features and chains in, SignalIntents out."""
+
+from __future__ import annotations
+
+from services.core import topics
+from services.core.events import ChainSnapshot, Event, FeatureVector, LearnerUpdate, RegimeChange
+from services.core.stage import Output
+from services.signals.engine import SignalEngine
+
+
+class SignalStage:
+    """Feeds the SignalEngine; intents are keyed by underlying."""
+
+    name = "signals"
+    inputs = (topics.MD_CHAIN, topics.FEATURES, topics.LEARNER)
+
+    def __init__(self, engine: SignalEngine) -> None:
+        self.engine = engine
+
+    def handle(self, topic: str, event: Event) -> list[Output]:
+        if isinstance(event, FeatureVector):
+            return [Output(topics.SIGNALS, i.underlying, i) for i in self.engine.on_features(event)]
+        if isinstance(event, ChainSnapshot):
+            self.engine.on_chain(event)
+        elif isinstance(event, RegimeChange):
+            self.engine.on_regime(event)
+        elif not isinstance(event, LearnerUpdate):
+            raise ValueError(f"signals stage cannot handle {type(event).__name__} on {topic}")
+        return []
+
+    def finish(self, now_ns: int) -> list[Output]:
+        return []
