@@ -153,6 +153,9 @@ class OrderRequest(Event, frozen=True, tag="order_request"):
     take_profit: Price
     stop_loss: Price
     playbook: Symbol = "manual"
+    # Optional underlying level that also fires the stop leg (long call/short put: underlying <= it;
+    # long put/short call: >= it) when the broker enables stop_on_underlying. Added by the OMS.
+    underlying_stop: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
 
 
 class RiskRejection(Event, frozen=True, tag="risk_rejection"):

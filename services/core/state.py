@@ -6,6 +6,14 @@ from collections import deque
 from typing import Protocol
 
 
+class StateError(RuntimeError):
+    """The store answered, but with an error (wrong type, read-only replica, ...)."""
+
+
+class StateUnavailable(StateError):  # noqa: N818 - the name risk and the docs use
+    """The store cannot be reached right now (refused, timed out, loading); retry later."""
+
+
 class StateStore(Protocol):
     """Session-scoped shared state. Keys are logical; implementations add the session prefix."""
 
