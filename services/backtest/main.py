@@ -52,7 +52,7 @@ def run_backtest(
     """Replay ``data`` through every stage with the paper broker and summarise the trades."""
     session = EmbeddedSession(SessionSpec(tuple(symbols), config_dir=config_dir, calibration=calibration))
     feed = ReplayFeed(merge_bars(list(data.bars.values())), synthetic_chain_source(seed, session.calendar),
-                      session.state, session.calendar)
+                      session.state, session.calendar, modeled_quotes=True)
     total = sum(len(b) for b in data.bars.values())
     step = on_step
     if progress:

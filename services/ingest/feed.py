@@ -1,24 +1,32 @@
 """The replay feed: turns bars (and an option-chain source) into market-data events in time order.
 
 For each bar, in event-time order across symbols: the option chain as of the bar's end (when the
-market is open and a chain source is given), then the bar itself, then the ingest heartbeat. The
-chain comes first so that a signal fired by the bar's features selects contracts from quotes of the
-same instant, as a live system would see them.
+market is open and a chain source is given), a modeled top-of-book quote of the underlying (only
+when asked for: bar files carry no quotes), then the bar itself; the ingest heartbeat is written as
+it goes. The chain comes first so that a signal fired by the bar's features selects contracts from
+quotes of the same instant, as a live system would see them.
+
+The modeled quote is the one-tick market around the bar's close (ETFs quote in cents: bid = close
+rounded down to the cent, ask = bid + 0.01, 100 x 100). It stands in for the quote feed so that
+spread gates can be exercised on bar-only history; it is never used for fills (option fills come
+from option quotes). Indices (SPX, NDX) have no book and get no quote.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import orjson
 
 from services.core import keys, topics
 from services.core.calendar import NS_PER_S, MarketCalendar, default_calendar
-from services.core.events import Bar, ChainSnapshot
+from services.core.events import Bar, ChainSnapshot, Quote
 from services.core.stage import Output
 from services.core.state import StateStore
 
+INDICES = frozenset({"SPX", "NDX"})
 ChainSource = Callable[[str, float, int], ChainSnapshot | None]
 
 
@@ -36,8 +44,10 @@ class ReplayFeed:
         chain_source: ChainSource | None = None,
         state: StateStore | None = None,
         calendar: MarketCalendar | None = None,
+        modeled_quotes: bool = False,
     ) -> None:
         self._bars = bars
+        self._modeled_quotes = modeled_quotes
         self._chain_source = chain_source
         self._state = state
         self._calendar = calendar or default_calendar()
@@ -54,4 +64,9 @@ class ReplayFeed:
                 chain = self._chain_source(bar.symbol, bar.close, end)
                 if chain is not None:
                     yield Output(topics.MD_CHAIN, bar.symbol, chain)
+            if self._modeled_quotes and bar.symbol not in INDICES:
+                bid = math.floor(bar.close * 100 + 1e-6) / 100
+                quote = Quote(ts=end, symbol=bar.symbol, bid=bid, ask=round(bid + 0.01, 2),
+                              bid_size=100.0, ask_size=100.0)
+                yield Output(topics.MD_QUOTES, bar.symbol, quote)
             yield Output(topics.MD_BARS, bar.symbol, bar)
