@@ -193,6 +193,17 @@ class OrderManager:
         if quote.underlying_price is not None:
             self._underlying_px[quote.underlying] = quote.underlying_price
         mark = quote_mark(quote)
+        if quote.symbol not in self.positions.positions:
+            # Never held: no trade to track or position to publish (most of a chain); the mark is kept
+            # for a fill this quote may cause, and the broker still works any resting order.
+            if mark is not None:
+                self.positions.mark(quote.symbol, mark)
+            reports = self.broker.on_option_quote(quote)
+            if not reports:
+                return []
+            out = self._process(reports)
+            out.extend(self.positions.position_updates(quote.ts, [quote.symbol]))
+            return out
         if mark is not None:
             self.positions.mark(quote.symbol, mark)
             for trade in self.positions.open_trades(contract=quote.symbol):
