@@ -144,11 +144,19 @@ go 1.26.0
 require helm.sh/helm/$major $HELM_VERSION
 EOF
   [ -f "$mod/go.sum" ] || : >"$mod/go.sum"
-  log "building helm $HELM_VERSION"
+  # Like helm's Makefile: the default Kubernetes version of `helm template` and `helm lint` comes
+  # from the client-go helm is built with (unset, helm assumes Kubernetes 1.20).
+  local client_go k8s_major k8s_minor
+  client_go="$(cd "$mod" && go list -m -f '{{.Version}}' k8s.io/client-go)"  # e.g. v0.37.0
+  k8s_major=1                                      # client-go v0.N.x is Kubernetes 1.N
+  k8s_minor="$(echo "$client_go" | cut -d. -f2)"
+  local pkg ld="-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION"
+  for pkg in pkg/lint/rules pkg/chartutil; do
+    ld="$ld -X helm.sh/helm/$major/$pkg.k8sVersionMajor=$k8s_major -X helm.sh/helm/$major/$pkg.k8sVersionMinor=$k8s_minor"
+  done
+  log "building helm $HELM_VERSION (default Kubernetes $k8s_major.$k8s_minor)"
   local t0=$SECONDS
-  (cd "$mod" && go build -trimpath \
-    -ldflags="-s -w -X helm.sh/helm/$major/internal/version.version=$HELM_VERSION" \
-    -o "$BIN/helm.tmp" "helm.sh/helm/$major/cmd/helm")
+  (cd "$mod" && go build -trimpath -ldflags="$ld" -o "$BIN/helm.tmp" "helm.sh/helm/$major/cmd/helm")
   mv "$BIN/helm.tmp" "$BIN/helm"
   stamp helm "$HELM_VERSION"
   log "built helm in $((SECONDS - t0))s"

@@ -1,0 +1,511 @@
+"""TradingSession spec -> child manifests. Pure functions: no clock, no API calls, no I/O.
+
+Every child has a deterministic name (``<session>-<stage>``, ``<session>-config``, ...), the
+``app.kubernetes.io/*`` labels and a controller owner reference to its TradingSession, so the
+operator can apply them idempotently (server-side apply) and garbage collection removes them with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import yaml
+
+Manifest = dict[str, Any]
+
+GROUP: Final = "dreambot.io"
+VERSION: Final = "v1alpha1"
+PLURAL: Final = "tradingsessions"
+KIND: Final = "TradingSession"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+STAGES: Final = ("ingest", "features", "signals", "risk", "oms", "learner")
+ENTRY_STAGES: Final = ("signals",)  # scaled to zero by the kill switch; risk and oms keep running
+JOB_MODULES: Final = {"training": "mlops.train", "calibration": "mlops.calibrate"}
+
+HTTP_PORT: Final = 9100
+CONFIG_DIR: Final = "/etc/dreambot"
+LIVE_CONFIRMATION: Final = "I-UNDERSTAND-THIS-TRADES-REAL-MONEY"
+MANAGED_BY: Final = "dreambot-operator"
+PART_OF: Final = "dreambot"
+APP_NAME: Final = "dreambot"
+DEFAULT_IMAGE: Final = "dreambot:latest"
+
+RESTART_NONCE_ANNOTATION: Final = "dreambot.io/restart-nonce"
+CONFIG_HASH_ANNOTATION: Final = "dreambot.io/config-hash"
+
+DEFAULT_RESOURCES: Final[Mapping[str, Mapping[str, str]]] = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"memory": "1Gi"},
+}
+JOB_RESOURCES: Final[Mapping[str, Mapping[str, str]]] = {
+    "requests": {"cpu": "500m", "memory": "1Gi"},
+    "limits": {"memory": "4Gi"},
+}
+
+
+@dataclass(frozen=True)
+class SessionRef:
+    """The TradingSession the children belong to (for names, labels and the owner reference)."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """What the render needs beyond the spec.
+
+    ``default_image`` is used when neither the stage nor the spec names one (the operator passes its
+    own image). ``base_config`` holds the project's config files (``broker.yaml``, ``playbooks.yaml``,
+    ...) by file name; they go into the session ConfigMap next to ``session.yaml``.
+    """
+
+    default_image: str = DEFAULT_IMAGE
+    base_config: Mapping[str, str] = field(default_factory=dict)
+
+
+# --- names and labels ----------------------------------------------------------------------------
+
+def stage_name(session: str, stage: str) -> str:
+    """Deployment/Service name of ``stage``."""
+    return f"{session}-{stage}"
+
+
+def job_name(session: str, job: str) -> str:
+    """CronJob name of ``job`` (training, calibration)."""
+    return f"{session}-{job}"
+
+
+def config_map_name(session: str) -> str:
+    return f"{session}-config"
+
+
+def service_account_name(session: str) -> str:
+    """ServiceAccount, Role and RoleBinding name of the session's pods."""
+    return f"{session}-session"
+
+
+def selector_labels(session: str, component: str) -> dict[str, str]:
+    """Labels that select one component's pods (immutable once a Deployment exists)."""
+    return {
+        "app.kubernetes.io/name": APP_NAME,
+        "app.kubernetes.io/instance": session,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def labels(session: str, component: str) -> dict[str, str]:
+    """Full label set of a child."""
+    return {
+        **selector_labels(session, component),
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+
+
+def children_selector(session: str) -> str:
+    """Label selector matching every child of ``session``."""
+    return (f"app.kubernetes.io/instance={session},"
+            f"app.kubernetes.io/managed-by={MANAGED_BY},app.kubernetes.io/part-of={PART_OF}")
+
+
+def owner_reference(ref: SessionRef) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": ref.name,
+        "uid": ref.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(ref: SessionRef, name: str, component: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": ref.namespace,
+        "labels": labels(ref.name, component),
+        "ownerReferences": [owner_reference(ref)],
+    }
+
+
+# --- spec reading --------------------------------------------------------------------------------
+
+def is_live(spec: Mapping[str, Any]) -> bool:
+    return spec.get("mode", "paper") == "live"
+
+
+def live_confirmed(spec: Mapping[str, Any]) -> bool:
+    """True only for mode=live with the exact confirmation phrase."""
+    return is_live(spec) and spec.get("liveConfirmation") == LIVE_CONFIRMATION
+
+
+def stage_replicas(spec: Mapping[str, Any], stage: str) -> int:
+    """Replicas a stage should run: its spec value (default 1), zero when suspended, zero for
+    entry stages while the kill switch is on, and never more than one OMS."""
+    if spec.get("suspend", False):
+        return 0
+    if spec.get("killSwitch", False) and stage in ENTRY_STAGES:
+        return 0
+    replicas = int(_stage_spec(spec, stage).get("replicas", 1))
+    return min(replicas, 1) if stage == "oms" else replicas
+
+
+def stage_image(spec: Mapping[str, Any], stage: str, ctx: RenderContext) -> str:
+    return str(_stage_spec(spec, stage).get("image") or spec.get("image") or ctx.default_image)
+
+
+def _stage_spec(spec: Mapping[str, Any], stage: str) -> Mapping[str, Any]:
+    return (spec.get("stages") or {}).get(stage) or {}
+
+
+def _nonce(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def session_config(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The session-specific settings the stages read from ``session.yaml``."""
+    kafka = spec.get("kafka") or {}
+    market = spec.get("marketData") or {}
+    source: dict[str, Any]
+    if "replay" in market:
+        source = {"source": "replay", "replay": dict(market["replay"])}
+    elif "polygon" in market:
+        source = {"source": "polygon"}
+    else:
+        source = {"source": "synthetic"}
+    broker_spec = spec.get("broker") or {}
+    broker = ({"provider": broker_spec.get("provider", "tradier"),
+               "environment": broker_spec.get("environment", "sandbox")}
+              if broker_spec else {"provider": "paper"})
+    return {
+        "session": name,
+        "mode": spec.get("mode", "paper"),
+        "symbols": list(spec.get("symbols") or []),
+        "kafka": {
+            "bootstrap": kafka.get("bootstrap", ""),
+            "topicPrefix": kafka.get("topicPrefix") or name,
+            "partitions": int(kafka.get("partitions", 3)),
+        },
+        "redis": {"url": (spec.get("redis") or {}).get("url", "")},
+        "broker": broker,
+        "marketData": source,
+        "playbooks": dict(spec.get("playbooks") or {}),
+        "risk": dict(spec.get("risk") or {}),
+    }
+
+
+def config_data(name: str, spec: Mapping[str, Any], ctx: RenderContext) -> dict[str, str]:
+    """ConfigMap data: the project's config files plus the rendered ``session.yaml``."""
+    data = {k: v for k, v in sorted(ctx.base_config.items()) if k != "session.yaml"}
+    data["session.yaml"] = yaml.safe_dump(session_config(name, spec), sort_keys=True)
+    return data
+
+
+def config_hash(data: Mapping[str, str]) -> str:
+    """Short digest of the ConfigMap data; a change rolls the stages."""
+    blob = json.dumps(dict(data), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --- containers ----------------------------------------------------------------------------------
+
+def _secret_env(env: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def session_env(name: str, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Environment every stage and job gets (plain values only; secrets are added per stage)."""
+    kafka = spec.get("kafka") or {}
+    return [
+        {"name": "DREAMBOT_SESSION", "value": name},
+        {"name": "DREAMBOT_MODE", "value": spec.get("mode", "paper")},
+        {"name": "DREAMBOT_LIVE_CONFIRM", "value": "true" if live_confirmed(spec) else "false"},
+        {"name": "DREAMBOT_SYMBOLS", "value": ",".join(spec.get("symbols") or [])},
+        {"name": "DREAMBOT_KAFKA_BOOTSTRAP", "value": kafka.get("bootstrap", "")},
+        {"name": "DREAMBOT_KAFKA_TOPIC_PREFIX", "value": kafka.get("topicPrefix") or name},
+        {"name": "DREAMBOT_KAFKA_PARTITIONS", "value": str(int(kafka.get("partitions", 3)))},
+        {"name": "DREAMBOT_REDIS_URL", "value": (spec.get("redis") or {}).get("url", "")},
+        {"name": "DREAMBOT_CONFIG_DIR", "value": CONFIG_DIR},
+        {"name": "DREAMBOT_HTTP_PORT", "value": str(HTTP_PORT)},
+    ]
+
+
+def broker_env(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Tradier credentials from broker.secretRef, as secretKeyRefs (never literal values), and the
+    endpoint override TRADIER_BASE_URL when the spec sets one."""
+    broker = spec.get("broker") or {}
+    env: list[dict[str, Any]] = []
+    ref = broker.get("secretRef")
+    if ref:
+        env += [
+            _secret_env("TRADIER_ACCESS_TOKEN", ref["name"], ref.get("accessTokenKey", "TRADIER_ACCESS_TOKEN")),
+            _secret_env("TRADIER_ACCOUNT_ID", ref["name"], ref.get("accountIdKey", "TRADIER_ACCOUNT_ID")),
+        ]
+    if broker.get("baseUrl"):
+        env.append({"name": "TRADIER_BASE_URL", "value": broker["baseUrl"]})
+    return env
+
+
+def polygon_env(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Polygon API key from marketData.polygon.secretRef, as a secretKeyRef, and the endpoint
+    overrides POLYGON_BASE_URL / POLYGON_WS_URL when the spec sets them."""
+    polygon = (spec.get("marketData") or {}).get("polygon") or {}
+    env: list[dict[str, Any]] = []
+    ref = polygon.get("secretRef")
+    if ref:
+        env.append(_secret_env("POLYGON_API_KEY", ref["name"], ref.get("apiKeyKey", "POLYGON_API_KEY")))
+    if polygon.get("baseUrl"):
+        env.append({"name": "POLYGON_BASE_URL", "value": polygon["baseUrl"]})
+    if polygon.get("websocketUrl"):
+        env.append({"name": "POLYGON_WS_URL", "value": polygon["websocketUrl"]})
+    return env
+
+
+def stage_env(name: str, spec: Mapping[str, Any], stage: str) -> list[dict[str, Any]]:
+    """Session env plus only the secrets the stage needs: the OMS talks to the broker, ingest to
+    Polygon."""
+    env = session_env(name, spec)
+    if stage == "oms":
+        env += broker_env(spec)
+    if stage == "ingest":
+        env += polygon_env(spec)
+    return env
+
+
+def _resources(custom: Mapping[str, Any] | None, default: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    if not custom:
+        return {k: dict(v) for k, v in default.items()}
+    return {k: {rk: str(rv) for rk, rv in v.items()} for k, v in custom.items() if v}
+
+
+def _security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _volumes(name: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "config", "configMap": {"name": config_map_name(name)}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+
+
+def _volume_mounts() -> list[dict[str, Any]]:
+    return [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+# --- children ------------------------------------------------------------------------------------
+
+def render_config_map(ref: SessionRef, spec: Mapping[str, Any], ctx: RenderContext) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(ref, config_map_name(ref.name), "config"),
+        "data": config_data(ref.name, spec, ctx),
+    }
+
+
+def render_deployment(ref: SessionRef, spec: Mapping[str, Any], stage: str, ctx: RenderContext) -> Manifest:
+    """One stage's Deployment. The OMS is capped at one replica and replaced with Recreate so two
+    OMS pods never work orders at the broker at once."""
+    strategy: dict[str, Any] = (
+        {"type": "Recreate"} if stage == "oms"
+        else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    )
+    stage_spec = _stage_spec(spec, stage)
+    container: dict[str, Any] = {
+        "name": stage,
+        "image": stage_image(spec, stage, ctx),
+        "command": ["python", "-m", f"services.{stage}.main"],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "env": stage_env(ref.name, spec, stage),
+        "resources": _resources(stage_spec.get("resources"), DEFAULT_RESOURCES),
+        "startupProbe": _probe("/healthz", 2, 60),
+        "livenessProbe": _probe("/healthz", 10, 3),
+        "readinessProbe": _probe("/readyz", 5, 3),
+        "volumeMounts": _volume_mounts(),
+        "securityContext": _security_context(),
+    }
+    if spec.get("imagePullPolicy"):
+        container["imagePullPolicy"] = spec["imagePullPolicy"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(ref, stage_name(ref.name, stage), stage),
+        "spec": {
+            "replicas": stage_replicas(spec, stage),
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(ref.name, stage)},
+            "strategy": strategy,
+            "template": {
+                "metadata": {
+                    "labels": labels(ref.name, stage),
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(HTTP_PORT),
+                        "prometheus.io/path": "/metrics",
+                        RESTART_NONCE_ANNOTATION: _nonce(spec.get("restartNonce")),
+                        CONFIG_HASH_ANNOTATION: config_hash(config_data(ref.name, spec, ctx)),
+                    },
+                },
+                "spec": {
+                    "serviceAccountName": service_account_name(ref.name),
+                    "terminationGracePeriodSeconds": 60 if stage == "oms" else 30,
+                    "securityContext": _pod_security_context(),
+                    "containers": [container],
+                    "volumes": _volumes(ref.name),
+                },
+            },
+        },
+    }
+
+
+def render_service(ref: SessionRef, stage: str) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(ref, stage_name(ref.name, stage), stage),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(ref.name, stage),
+            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def render_cron_job(ref: SessionRef, spec: Mapping[str, Any], job: str, ctx: RenderContext) -> Manifest:
+    """The learner training or nightly calibration CronJob. Each run's Job name reaches the
+    container as DREAMBOT_RUN_ID, so the MLflow run can be traced back to it."""
+    job_spec: Mapping[str, Any] = (spec.get("jobs") or {})[job]
+    mlflow = job_spec.get("mlflow") or {}
+    env = session_env(ref.name, spec)
+    if job == "calibration":
+        env += polygon_env(spec)
+    env += [
+        {"name": "MLFLOW_TRACKING_URI", "value": mlflow.get("trackingUri", "")},
+        {"name": "DREAMBOT_MLFLOW_EXPERIMENT", "value": mlflow.get("experiment") or f"{ref.name}-{job}"},
+        {"name": "DREAMBOT_RUN_ID", "valueFrom": {"fieldRef": {
+            "fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}}},
+    ]
+    container: dict[str, Any] = {
+        "name": job,
+        "image": str(job_spec.get("image") or spec.get("image") or ctx.default_image),
+        "command": ["python", "-m", JOB_MODULES[job]],
+        "env": env,
+        "resources": _resources(job_spec.get("resources"), JOB_RESOURCES),
+        "volumeMounts": _volume_mounts(),
+        "securityContext": _security_context(),
+    }
+    if spec.get("imagePullPolicy"):
+        container["imagePullPolicy"] = spec["imagePullPolicy"]
+    cron: dict[str, Any] = {
+        "schedule": job_spec["schedule"],
+        "concurrencyPolicy": job_spec.get("concurrencyPolicy", "Forbid"),
+        "suspend": bool(spec.get("suspend", False) or job_spec.get("suspend", False)),
+        "startingDeadlineSeconds": 600,
+        "successfulJobsHistoryLimit": 3,
+        "failedJobsHistoryLimit": 3,
+        "jobTemplate": {
+            "metadata": {"labels": labels(ref.name, job)},
+            "spec": {
+                "backoffLimit": 1,
+                "template": {
+                    "metadata": {"labels": labels(ref.name, job)},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "serviceAccountName": service_account_name(ref.name),
+                        "securityContext": _pod_security_context(),
+                        "containers": [container],
+                        "volumes": _volumes(ref.name),
+                    },
+                },
+            },
+        },
+    }
+    if job_spec.get("timeZone"):
+        cron["timeZone"] = job_spec["timeZone"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": _metadata(ref, job_name(ref.name, job), job),
+        "spec": cron,
+    }
+
+
+def render_rbac(ref: SessionRef) -> list[Manifest]:
+    """ServiceAccount for the session's pods and a Role that lets them read only their own
+    TradingSession and ConfigMap."""
+    sa = service_account_name(ref.name)
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _metadata(ref, sa, "session"),
+            "automountServiceAccountToken": True,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _metadata(ref, sa, "session"),
+            "rules": [
+                {"apiGroups": [""], "resources": ["configmaps"],
+                 "resourceNames": [config_map_name(ref.name)], "verbs": ["get", "watch"]},
+                {"apiGroups": [GROUP], "resources": [PLURAL],
+                 "resourceNames": [ref.name], "verbs": ["get", "watch"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _metadata(ref, sa, "session"),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ref.namespace}],
+        },
+    ]
+
+
+def render_children(
+    ref: SessionRef, spec: Mapping[str, Any], ctx: RenderContext | None = None
+) -> list[Manifest]:
+    """Every child of a TradingSession, in apply order (RBAC and config before the workloads)."""
+    ctx = ctx or RenderContext()
+    children = [*render_rbac(ref), render_config_map(ref, spec, ctx)]
+    for stage in STAGES:
+        children.append(render_deployment(ref, spec, stage, ctx))
+        children.append(render_service(ref, stage))
+    for job in JOB_MODULES:
+        if job in (spec.get("jobs") or {}):
+            children.append(render_cron_job(ref, spec, job, ctx))
+    return children

@@ -1,0 +1,73 @@
+"""The README's run command and the seed's backtest/calibration commands, run verbatim."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.core.settings import PROJECT_ROOT
+
+BACKTEST = ("python -m services.backtest.main --symbol SPY --data data/backtests/spy_1m.csv "
+            "--output storage/backtests/spy_summary.json --trades-output storage/backtests/spy_trades.json")
+CALIBRATE = ("python -m services.backtest.calibrate --symbols SPY QQQ --data data/backtests/spy_1m.duckdb "
+             "--table bars_intraday --output backtests/calibration.json")
+
+
+def _sh(cmd: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    argv = shlex.split(cmd)
+    if argv[0] == "python":
+        argv[0] = sys.executable
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+
+
+def test_readme_first_lines_are_the_two_commands() -> None:
+    lines = [ln.strip() for ln in (PROJECT_ROOT / "README.md").read_text().splitlines() if ln.strip()]
+    assert lines[1].startswith("scripts/run") and lines[2].startswith("scripts/test")
+    ci = (PROJECT_ROOT / ".ci" / "run").read_text()
+    assert "scripts/test" in ci
+
+
+@pytest.mark.integration
+def test_readme_run_command_runs_a_paper_session() -> None:
+    proc = subprocess.run(["bash", "scripts/run"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=900, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "spy_1min_2025-07-09.csv: 937 accepted, 0 rejected" in proc.stdout
+    assert "done:" in proc.stdout and "Traceback" not in proc.stderr
+    trades = json.loads((PROJECT_ROOT / "storage" / "run" / "trades.json").read_text())
+    assert isinstance(trades, list)
+
+
+@pytest.mark.integration
+def test_seed_commands_verbatim(tmp_path: Path) -> None:
+    # The documented way to make the seed's input files, then the seed's two commands, verbatim.
+    made = _sh(f"python -m services.backtest.datasets --out-dir {tmp_path / 'data' / 'backtests'}", tmp_path)
+    assert made.returncode == 0, made.stderr
+    bt = _sh(BACKTEST, tmp_path)
+    assert bt.returncode == 0, bt.stderr
+    summary = json.loads((tmp_path / "storage/backtests/spy_summary.json").read_text())
+    for key in ("expectancy", "win_rate", "average_win", "average_loss", "max_drawdown", "profit_factor",
+                "sharpe", "trade_count", "playbooks"):
+        assert key in summary
+    trades = json.loads((tmp_path / "storage/backtests/spy_trades.json").read_text())
+    assert trades, "the real SPY recording should trade"
+    for t in trades:
+        assert {"entry_time", "exit_time", "entry_price", "exit_price", "contract", "quantity", "pnl", "mae",
+                "mfe", "exit_reason", "playbook", "reason"} <= set(t)
+        assert t["entry_time"][-6:] in ("-04:00", "-05:00")
+    assert abs(sum(t["pnl"] for t in trades) - summary["net_pnl"]) < 1e-6
+    for name in ("summary.csv", "fill_quality.csv"):
+        assert (tmp_path / "backtests" / name).stat().st_size > 0
+
+    cal = _sh(CALIBRATE, tmp_path)
+    assert cal.returncode == 0, cal.stderr
+    doc = json.loads((tmp_path / "backtests/calibration.json").read_text())
+    assert {"risk_multiplier", "pot_threshold", "global", "playbooks", "rule"} <= set(doc)
+    assert set(doc["symbols"]) == {"SPY", "QQQ"}
+    assert 0.25 <= doc["risk_multiplier"] <= 1.5 and 0.0 < doc["pot_threshold"] < 1.0
+    assert doc["global"]["trade_count"] == sum(p["trade_count"] for p in doc["playbooks"].values())
