@@ -125,12 +125,18 @@ class KafkaBroker:
             "auto.create.topics.enable": "false",
             # Fast tests: no rebalance delay, small thread pools for a 2-core machine.
             "group.initial.rebalance.delay.ms": "0",
+            # Let crash tests use short consumer session timeouts (default minimum is 6 s).
+            "group.min.session.timeout.ms": "1000",
             "num.network.threads": "2",
             "num.io.threads": "2",
             "num.recovery.threads.per.data.dir": "1",
             "background.threads": "2",
             "log.cleaner.threads": "1",
             "controlled.shutdown.enable": "true",
+            # After a crash (kill -9) the controller must expire the old broker session before the
+            # restarted broker may register again: keep that short (default 9 s).
+            "broker.session.timeout.ms": "2000",
+            "broker.heartbeat.interval.ms": "500",
         }
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
@@ -145,7 +151,7 @@ class KafkaBroker:
     def _java(self, log4j: Path, *args: str) -> list[str]:
         java = shutil.which("java")
         if java is None:
-            raise RuntimeError("java not found: Kafka 4 needs a Java 17+ runtime (scripts/install-system-deps.sh)")
+            raise RuntimeError("java not found: Kafka 4 needs Java 17+ (scripts/install-system-deps.sh)")
         return [
             java,
             f"-Xmx{self.heap}",
