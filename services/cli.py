@@ -36,19 +36,20 @@ def _run(args: argparse.Namespace) -> int:
         fail(PROG, f"no bars for {', '.join(symbols)} in {data.source}")
     print(f"session: {', '.join(symbols)} paper, {total} bars from {data.source}")
 
-    state = {"printed": 0, "t0": time.monotonic(), "first_ts": None}
     every = max(1, total // 12)
+    t0 = time.monotonic()
+    first_ts: list[int] = []
+    steps = [0]
 
     def on_step(rec: SessionRecord) -> None:
-        if args.speed > 0:
-            if state["first_ts"] is None:
-                state["first_ts"] = rec.last_ts
-            target = (rec.last_ts - state["first_ts"]) / 1e9 / args.speed
-            delay = target - (time.monotonic() - state["t0"])
+        if args.speed > 0:  # pacing: event time runs `speed` times faster than the wall clock
+            if not first_ts:
+                first_ts.append(rec.last_ts)
+            delay = (rec.last_ts - first_ts[0]) / 1e9 / args.speed - (time.monotonic() - t0)
             if delay > 0:
                 time.sleep(delay)
-        state["printed"] += 1
-        if state["printed"] % every == 0:
+        steps[0] += 1
+        if steps[0] % every == 0:
             print(f"  {iso_ny(rec.last_ts)[:16]}  bars {rec.bars:5d}  signals {len(rec.intents):3d}  "
                   f"orders {len(rec.orders):3d}  fills {len(rec.fills):3d}  trades {len(rec.outcomes):3d}  "
                   f"realized pnl {rec.realized_pnl:+10.2f}", flush=True)

@@ -162,11 +162,11 @@ class EmbeddedSession:
 
     @property
     def oms(self) -> OrderManager:
-        return next(s for s in self.stages if isinstance(s, OmsStage)).manager
+        return next(s.manager for s in self.stages if isinstance(s, OmsStage))
 
     @property
     def risk(self) -> RiskEngine:
-        return next(s for s in self.stages if isinstance(s, RiskStage)).engine
+        return next(s.engine for s in self.stages if isinstance(s, RiskStage))
 
     def publish(self, out: Output) -> None:
         """Inject one event (market data or a manual command)."""

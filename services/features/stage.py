@@ -18,8 +18,8 @@ from services.features.engine import FeatureConfig, FeatureEngine
 class FeatureStage:
     """Routes market data to one FeatureEngine per configured underlying."""
 
-    name = "features"
-    inputs = (topics.MD_BARS, topics.MD_QUOTES, topics.MD_TRADES, topics.MD_CHAIN)
+    name: str = "features"
+    inputs: tuple[str, ...] = (topics.MD_BARS, topics.MD_QUOTES, topics.MD_TRADES, topics.MD_CHAIN)
 
     def __init__(
         self,

@@ -28,8 +28,8 @@ from services.oms.engine import OrderManager
 class OmsStage:
     """Feeds the OrderManager and routes what it reports."""
 
-    name = "oms"
-    inputs = (topics.SIGNALS, topics.ORDERS, topics.RISK_COMMANDS, topics.MD_CHAIN, topics.FEATURES)
+    name: str = "oms"
+    inputs: tuple[str, ...] = (topics.SIGNALS, topics.ORDERS, topics.RISK_COMMANDS, topics.MD_CHAIN, topics.FEATURES)
 
     def __init__(
         self, manager: OrderManager, clock: ReplayClock | None = None, calendar: MarketCalendar | None = None

@@ -27,8 +27,10 @@ OWN_COMMAND_PREFIX = "risk:"
 class RiskStage:
     """Feeds the RiskEngine and runs its loss check after every event."""
 
-    name = "risk"
-    inputs = (topics.SIGNALS, topics.EXECUTIONS, topics.OUTCOMES, topics.FEATURES, topics.RISK_COMMANDS)
+    name: str = "risk"
+    inputs: tuple[str, ...] = (
+        topics.SIGNALS, topics.EXECUTIONS, topics.OUTCOMES, topics.FEATURES, topics.RISK_COMMANDS,
+    )
 
     def __init__(self, engine: RiskEngine, clock: ReplayClock | None = None) -> None:
         self.engine = engine

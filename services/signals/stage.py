@@ -11,8 +11,8 @@ from services.signals.engine import SignalEngine
 class SignalStage:
     """Feeds the SignalEngine; intents are keyed by underlying."""
 
-    name = "signals"
-    inputs = (topics.MD_CHAIN, topics.FEATURES, topics.LEARNER)
+    name: str = "signals"
+    inputs: tuple[str, ...] = (topics.MD_CHAIN, topics.FEATURES, topics.LEARNER)
 
     def __init__(self, engine: SignalEngine) -> None:
         self.engine = engine
