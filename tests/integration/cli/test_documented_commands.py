@@ -43,13 +43,31 @@ def test_readme_run_command_runs_a_paper_session() -> None:
     assert isinstance(trades, list)
 
 
+def _readme_commands() -> list[str]:
+    text = (PROJECT_ROOT / "README.md").read_text()
+    section = text.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    # The indented code block right under the heading.
+    return [ln.strip() for ln in section.splitlines() if ln.startswith("    ") and ln.strip()]
+
+
 @pytest.mark.integration
-def test_seed_commands_verbatim(tmp_path: Path) -> None:
-    # The documented way to make the seed's input files, then the seed's two commands, verbatim.
-    made = _sh(f"python -m services.backtest.datasets --out-dir {tmp_path / 'data' / 'backtests'}", tmp_path)
-    assert made.returncode == 0, made.stderr
-    bt = _sh(BACKTEST, tmp_path)
-    assert bt.returncode == 0, bt.stderr
+def test_readme_and_seed_commands_verbatim(tmp_path: Path) -> None:
+    commands = _readme_commands()
+    assert BACKTEST in commands and CALIBRATE in commands
+    # Relative paths in the commands resolve against the project's data/ but write into tmp_path.
+    (tmp_path / "data").symlink_to(PROJECT_ROOT / "data")
+    for cmd in commands:
+        if cmd.startswith("dreambot "):
+            cmd = f"{Path(sys.executable).parent / 'dreambot'} {cmd.removeprefix('dreambot ')}"
+        proc = _sh(cmd, tmp_path)
+        assert proc.returncode == 0, f"{cmd}\n{proc.stderr[-2000:]}"
+
+    features = (tmp_path / "storage/spy_features.csv").read_text().splitlines()
+    header = features[0].split(",")
+    assert header[:7] == ["ts", "open", "high", "low", "close", "volume", "vwap"]
+    assert {"vwap_upper_3", "vwap_lower_3", "atr_14", "adx_14", "plus_di_14", "minus_di_14"} <= set(header)
+    assert len(features) == 1 + 937
+
     summary = json.loads((tmp_path / "storage/backtests/spy_summary.json").read_text())
     for key in ("expectancy", "win_rate", "average_win", "average_loss", "max_drawdown", "profit_factor",
                 "sharpe", "trade_count", "playbooks"):
@@ -64,8 +82,6 @@ def test_seed_commands_verbatim(tmp_path: Path) -> None:
     for name in ("summary.csv", "fill_quality.csv"):
         assert (tmp_path / "backtests" / name).stat().st_size > 0
 
-    cal = _sh(CALIBRATE, tmp_path)
-    assert cal.returncode == 0, cal.stderr
     doc = json.loads((tmp_path / "backtests/calibration.json").read_text())
     assert {"risk_multiplier", "pot_threshold", "global", "playbooks", "rule"} <= set(doc)
     assert set(doc["symbols"]) == {"SPY", "QQQ"}
