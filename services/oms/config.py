@@ -123,16 +123,41 @@ class StopSyncConfig(_Frozen):
     )
 
 
+class TradierConfig(BaseModel):
+    """Non-secret Tradier settings (the ``tradier:`` section of config/broker.yaml)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    environment: Literal["sandbox", "live"] = Field(
+        default="sandbox", description="sandbox (paper account, default) or live (real money)."
+    )
+    live_confirm: bool = Field(
+        default=False, description="Must be true (or env TRADIER_LIVE_CONFIRM=true) to trade live."
+    )
+    base_url: str | None = Field(
+        default=None, description="Override of the sandbox URL (a local sim); refused for live."
+    )
+    entry_duration: Literal["day", "gtc"] = Field(default="day", description="Duration of the entry leg.")
+    exit_duration: Literal["day", "gtc"] = Field(default="gtc", description="Duration of the exit legs.")
+    timeout_s: float = Field(default=10.0, gt=0, description="Per-request timeout in seconds.")
+    retries: int = Field(default=2, ge=0, description="Retries of reads, cancels and modifies (never of a POST).")
+    backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles per retry.")
+    poll_interval_s: float = Field(
+        default=1.0, ge=0, description="Minimum wall time between order polls from market-data hooks."
+    )
+
+
 class BrokerConfig(_Frozen):
     """config/broker.yaml: which broker works the orders and how money is counted."""
 
-    broker: Literal["paper"] = Field(
-        default="paper", description="Broker adapter (paper is the default; live adapters register here)."
+    broker: Literal["paper", "tradier"] = Field(
+        default="paper", description="Broker adapter: paper (the default) or tradier (sandbox unless confirmed live)."
     )
     multiplier: int = Field(default=100, gt=0, description="Contract multiplier of the traded options.")
     fees: FeeSchedule = Field(default_factory=FeeSchedule, description="Commissions and regulatory fees.")
     paper: PaperConfig = Field(default_factory=PaperConfig, description="Paper broker fill model.")
     stop_sync: StopSyncConfig = Field(default_factory=StopSyncConfig, description="Stop tightening rules.")
+    tradier: TradierConfig = Field(default_factory=TradierConfig, description="Tradier adapter (non-secret parts).")
 
 
 def load_broker_config(path: Path | None = None) -> BrokerConfig:

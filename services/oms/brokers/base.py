@@ -87,4 +87,10 @@ def create_broker(config: BrokerConfig, clock: Clock) -> Broker:
 
         fees = FeeModel(config.fees, config.multiplier, config.paper.cash_settled_roots)
         return PaperBroker(clock, config.paper, fees)
-    raise BrokerError(f"unknown broker {config.broker!r}; known: paper")
+    if config.broker == "tradier":
+        from services.oms.brokers.tradier import TradierBroker
+        from services.oms.fees import FeeModel
+
+        fees = FeeModel(config.fees, config.multiplier, config.paper.cash_settled_roots)
+        return TradierBroker(config.tradier, clock, fees)
+    raise BrokerError(f"unknown broker {config.broker!r}; known: paper, tradier")

@@ -23,7 +23,7 @@ def test_shipped_yaml_matches_the_documented_defaults() -> None:
     [
         ("paper:\n  slippage_tick: 1\n", "paper.slippage_tick: Extra inputs are not permitted"),
         ("fees:\n  commission_per_contract: -1\n", "fees.commission_per_contract: Input should be greater"),
-        ("broker: tradier\n", "broker: Input should be 'paper'"),
+        ("broker: ibkr\n", "broker: Input should be 'paper' or 'tradier'"),
         ("stop_sync:\n  k_atr: 0\n", "stop_sync.k_atr: Input should be greater than 0"),
         ("paper:\n  tick_sizes: {SPY: {below_3: 0.01, at_or_above_3: 0.01}}\n", "needs a 'default' entry"),
         ("paper: [1\n", "invalid YAML"),
@@ -36,3 +36,18 @@ def test_errors_are_one_line(tmp_path: Path, yaml: str, message: str) -> None:
         load_broker_config(path)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert str(path) in str(err.value)
+
+
+def test_tradier_is_chosen_by_config_and_needs_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.core.clock import ReplayClock
+    from services.core.settings import ConfigError
+    from services.oms.brokers.base import create_broker
+    from services.oms.config import BrokerConfig
+
+    for var in ("TRADIER_ACCESS_TOKEN", "TRADIER_ACCOUNT_ID", "TRADIER_LIVE_CONFIRM"):
+        monkeypatch.delenv(var, raising=False)
+    assert BrokerConfig().broker == "paper"
+    cfg = BrokerConfig.model_validate({"broker": "tradier", "tradier": {"environment": "live"}})
+    with pytest.raises(ConfigError) as info:
+        create_broker(cfg, ReplayClock())
+    assert "TRADIER_LIVE_CONFIRM" in str(info.value) and "\n" not in str(info.value)
