@@ -1,0 +1,240 @@
+"""The ops console end to end, with real services: a prometheus server scraping a prometheus_client
+exporter (services.core.metrics.StageMetrics with known values), a redis-server holding an OMS
+positions snapshot and an ingest heartbeat, the console served by ``python -m services.dashboard.main``
+as a subprocess, and headless Chromium (Debian ``chromium`` + ``chromium-driver``) driven by selenium.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.core import keys
+from services.core.metrics import StageMetrics
+from services.core.redis_state import RedisState
+from services.core.settings import PROJECT_ROOT
+from tests.harness.ports import free_port, wait_for_port
+from tests.harness.prometheus_server import PrometheusServer
+from tests.harness.redis_server import RedisServer
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import WebDriverException  # noqa: E402
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CONTRACT = "SPY251219C00600000"
+WAIT_S = 25.0
+
+
+class Console:
+    """``python -m services.dashboard.main`` on a free port; its output goes to a log file."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="dreambot-console-"))
+        self.log_path = self.dir / "console.log"
+        full = {k: v for k, v in os.environ.items() if not k.startswith("DREAMBOT_")}
+        full.update(env)
+        full.update({"DREAMBOT_DASHBOARD_PORT": str(self.port), "DREAMBOT_DASHBOARD_HOST": "127.0.0.1",
+                     "DREAMBOT_DASHBOARD_REFRESH_S": "1"})
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "services.dashboard.main"], cwd=PROJECT_ROOT,
+                                         env=full, stdout=log, stderr=subprocess.STDOUT)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def wait(self) -> Console:
+        try:
+            wait_for_port(self.port, 30)
+        except TimeoutError:
+            raise RuntimeError(f"console did not listen:\n{self.log()}") from None
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("needs Debian chromium and chromium-driver")
+    profile = tempfile.mkdtemp(prefix="dreambot-chromium-")
+    options = Options()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,2200"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _text_of(driver: Any, element_id: str) -> str:
+    try:
+        return str(driver.find_element(By.ID, element_id).text)
+    except WebDriverException:
+        return ""
+
+
+def _wait_text(driver: Any, element_id: str, *needles: str, console: Console | None = None) -> str:
+    """Wait until the element's visible text contains every needle; return that text."""
+    try:
+        WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(
+            lambda d: all(n in _text_of(d, element_id) for n in needles))
+    except Exception:
+        raise AssertionError(f"#{element_id} never showed {needles}; it shows {_text_of(driver, element_id)!r}"
+                             + (f"\nconsole log:\n{console.log()}" if console else "")) from None
+    return _text_of(driver, element_id)
+
+
+def _until(check: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_console_shows_redis_and_prometheus_and_engages_the_kill_switch(
+    browser: Any, redis_server: RedisServer, session_name: str, tmp_path: Path
+) -> None:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    # A stage exporter with known values (the names every stage serves, from services.core.metrics).
+    registry = CollectorRegistry()
+    metrics = StageMetrics("oms", registry)
+    metrics.set_lag({"orders": 42})
+    metrics.orders.labels("oms", "filled").inc(3)
+    metrics.pnl.labels("oms", "realized").set(125.5)
+    for _ in range(4):
+        metrics.count_in("orders")
+        metrics.observe(metrics.tick_to_order, 0.012)
+    exporter_port = free_port()
+    exporter, exporter_thread = start_http_server(exporter_port, addr="127.0.0.1", registry=registry)
+
+    # The OMS snapshot and the ingest heartbeat, as the stages write them.
+    state = RedisState(redis_server.url, session_name)
+    now = time.time_ns()
+    snapshot = {
+        "ts": now, "broker": "paper", "kill_switch": {"engaged": False, "reason": ""}, "flat": False,
+        "orders": [{"order_id": "ord-17", "client_order_id": "c-17", "underlying": "SPY", "contract": CONTRACT,
+                    "leg": "take_profit", "side": "sell", "status": "working", "quantity": 2, "filled_quantity": 0,
+                    "limit_price": 3.1, "stop_price": None}],
+        "positions": [{"underlying": "SPY", "contract": CONTRACT, "quantity": 2, "avg_price": 2.35, "mark": 2.15,
+                       "realized_pnl": 0.0, "unrealized_pnl": -40.25, "fees": 1.3}],
+        "realized_pnl": 125.5, "unrealized_pnl": -40.25,
+    }
+    state.set(keys.POSITIONS, json.dumps(snapshot).encode())
+    state.set(keys.INGEST_HEARTBEAT, json.dumps({"ts": now, "seq": 1234}).encode())
+    state.append(keys.OMS_METRICS_STREAM, json.dumps({"event": "fill", "order_id": "ord-16"}).encode())
+
+    prometheus = PrometheusServer([f"127.0.0.1:{exporter_port}"], labels={"session": session_name})
+    console: Console | None = None
+    try:
+        prometheus.start()
+        console = Console({"DREAMBOT_SESSION": session_name, "DREAMBOT_REDIS_URL": redis_server.url,
+                           "DREAMBOT_PROMETHEUS_URL": prometheus.url})
+        # While the console starts: Prometheus has scraped the exporter, with the session label.
+        [lag_series] = prometheus.wait_for(f'dreambot_kafka_lag_messages{{session="{session_name}"}}')
+        assert lag_series["value"][1] == "42"
+        browser.get(console.wait().url)
+
+        positions = _wait_text(browser, "positions", CONTRACT, console=console)
+        assert "2.35" in positions and "-40.25" in positions
+        assert "ord-17" in _wait_text(browser, "orders", "ord-17", "working")
+        pnl = _wait_text(browser, "pnl", "$125.50", "-$40.25", "$85.25")
+        assert "paper" in pnl
+        assert "seq 1234" in _wait_text(browser, "heartbeat", "fresh")
+        assert "ord-16" in _wait_text(browser, "oms-metrics", "fill")
+        assert "released" in _wait_text(browser, "ks-status", "released")
+
+        # Prometheus' first scrape of the exporter lands within a few seconds; the panels follow.
+        lag = _wait_text(browser, "prom-kafka_lag-values", "oms orders", "42 msgs", console=console)
+        assert "unavailable" not in lag
+        assert "filled 3 orders" in _wait_text(browser, "prom-orders_by_status-values", "filled")
+        assert "oms realized $125.50" in _wait_text(browser, "prom-pnl-values", "$125.50")
+        assert browser.find_element(By.ID, "prom-kafka_lag-graph").is_displayed()
+
+        # Engage needs a confirmation: the first click only arms it.
+        browser.find_element(By.ID, "ks-engage").click()
+        WebDriverWait(browser, WAIT_S).until(lambda d: d.find_element(By.ID, "ks-confirm-bar").is_displayed())
+        assert f"session {session_name}" in _text_of(browser, "ks-prompt")
+        assert state.get(keys.KILL_SWITCH) is None
+        browser.find_element(By.ID, "ks-confirm").click()
+        _until(lambda: state.get(keys.KILL_SWITCH) is not None, "the kill switch flag in Redis")
+        flag = json.loads(state.get(keys.KILL_SWITCH) or b"")
+        assert flag["engaged"] is True and flag["reason"] == "Manual" and flag["source"] == "console"
+        assert set(flag) == {"engaged", "reason", "ts", "source"}
+        assert now <= flag["ts"] <= time.time_ns()
+        assert "ENGAGED — Manual" in _wait_text(browser, "ks-status", "ENGAGED")
+        assert "Kill switch engaged at" in _wait_text(browser, "ks-result", "engaged at")
+
+        shot = tmp_path / "console.png"
+        assert browser.save_screenshot(str(shot))
+        data = shot.read_bytes()
+        assert len(data) > 10_000 and data.startswith(b"\x89PNG\r\n\x1a\n")
+        assert console.proc.poll() is None, console.log()
+    finally:
+        if console is not None:
+            console.close()
+        prometheus.close()
+        exporter.shutdown()
+        exporter_thread.join(5)
+        state.close()
+
+
+def test_console_renders_with_redis_and_prometheus_down(browser: Any, tmp_path: Path) -> None:
+    dead_redis, dead_prometheus = free_port(), free_port()
+    console = Console({"DREAMBOT_SESSION": "paper-down",
+                       "DREAMBOT_REDIS_URL": f"redis://default:hunter2@127.0.0.1:{dead_redis}/0",
+                       "DREAMBOT_PROMETHEUS_URL": f"http://ops:s3cr3t@127.0.0.1:{dead_prometheus}"})
+    try:
+        console.wait()
+        browser.get(console.url)
+        status = _wait_text(browser, "ks-status", "unavailable: Redis at 127.0.0.1", console=console)
+        assert f"127.0.0.1:{dead_redis}" in status
+        assert _wait_text(browser, "positions", "unavailable:").startswith("unavailable: Redis")
+        assert "unavailable: Redis" in _wait_text(browser, "heartbeat", "unavailable:")
+        prom = _wait_text(browser, "prom-events_rate-values", "unavailable:")
+        assert prom.startswith(f"unavailable: Prometheus at http://127.0.0.1:{dead_prometheus} unreachable")
+        assert not browser.find_element(By.ID, "prom-events_rate-graph").is_displayed()
+        page = browser.find_element(By.TAG_NAME, "body").text
+        assert f"Redis redis://127.0.0.1:{dead_redis}/0" in page
+        assert "hunter2" not in page and "s3cr3t" not in page and "hunter2" not in browser.page_source
+        assert browser.save_screenshot(str(tmp_path / "down.png"))
+        assert console.proc.poll() is None, console.log()
+    finally:
+        console.close()
