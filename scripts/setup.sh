@@ -17,7 +17,7 @@ fi
 # Reinstall only when the dependency declaration changed since the last setup at this level.
 want=$(sha256sum pyproject.toml setup.py | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  if [ "$level" = all ]; then extras="test,dev,bench,services,operator"; else extras="services"; fi
+  if [ "$level" = all ]; then extras="test,dev,bench,services,operator,mlops"; else extras="services"; fi
   .venv/bin/pip install -q -e ".[$extras]"
   echo "$want" > "$stamp"
 fi

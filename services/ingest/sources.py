@@ -41,6 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from services.cliutil import OneLineParser
 from services.core.calendar import NEW_YORK
 from services.core.events import Bar
 from services.ingest.validation import (
@@ -766,15 +767,8 @@ def write_bars(bars: Iterable[Bar], path: str | Path, *, table: str | None = Non
 # --- CLI ---------------------------------------------------------------------------------------
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line (no usage dump) and exits 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="python -m services.ingest.sources", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m services.ingest.sources", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     conv = sub.add_parser(
         "convert", help="read bars of one symbol from any source, write them in another format"

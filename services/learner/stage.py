@@ -1,0 +1,79 @@
+"""The learner stage: outcomes and features in, LearnerUpdates and RegimeChanges out on ``learner``.
+
+Given a StateStore, the stage restores the engine from ``dreambot:learner_state`` when it starts
+and saves it after every outcome it learns from and when input ends, so a restarted learner (or the
+training job's artifact, written there) carries on where the last one stopped. Change-point state
+that moved since the last save is rebuilt from the next bars (a gap restarts the return stream).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+
+from services.core import keys, topics
+from services.core.events import Event, FeatureVector, TradeOutcome
+from services.core.stage import Output
+from services.core.state import StateStore
+from services.learner.engine import LearnerEngine
+
+LearnerGate = Callable[[str, Mapping[str, float]], float]
+
+
+def learner_gate(engine: LearnerEngine) -> LearnerGate:
+    """The ``learner`` callable SignalEngine takes: ``(playbook, features) -> probability``."""
+
+    def gate(playbook: str, features: Mapping[str, float]) -> float:
+        return engine.probability(playbook, features)
+
+    return gate
+
+
+def encode_state(engine: LearnerEngine) -> bytes:
+    """The engine's state as compact, key-sorted JSON (what the StateStore and MLflow hold)."""
+    return json.dumps(engine.state(), sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode_state(engine: LearnerEngine, payload: bytes | str) -> None:
+    """Load JSON written by :func:`encode_state` into ``engine`` (ValueError if it is not one)."""
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"learner state is not JSON: {exc}") from None
+    engine.load_state(doc)
+
+
+class LearnerStage:
+    """Feeds the LearnerEngine; outputs are keyed by underlying."""
+
+    name: str = "learner"
+    inputs: tuple[str, ...] = (topics.OUTCOMES, topics.FEATURES)
+
+    def __init__(self, engine: LearnerEngine, state: StateStore | None = None) -> None:
+        self.engine = engine
+        self._state = state
+        if state is not None:
+            saved = state.get(keys.LEARNER_STATE)
+            if saved is not None:
+                decode_state(engine, saved)
+
+    def handle(self, topic: str, event: Event) -> list[Output]:
+        if isinstance(event, TradeOutcome):
+            update = self.engine.on_outcome(event)
+            if update is None:
+                return []
+            self.save()
+            return [Output(topics.LEARNER, update.underlying, update)]
+        if isinstance(event, FeatureVector):
+            change = self.engine.on_features(event)
+            return [] if change is None else [Output(topics.LEARNER, change.underlying, change)]
+        raise ValueError(f"learner stage cannot handle {type(event).__name__} on {topic}")
+
+    def save(self) -> None:
+        """Write the engine's state to the StateStore (no-op without one)."""
+        if self._state is not None:
+            self._state.set(keys.LEARNER_STATE, encode_state(self.engine))
+
+    def finish(self, now_ns: int) -> list[Output]:
+        self.save()
+        return []
