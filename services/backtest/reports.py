@@ -46,6 +46,7 @@ def trade_record(t: TradeOutcome) -> dict[str, Any]:
         "reason": t.reason,
         "underlying": t.underlying,
         "id": t.id,
+        "context": dict(sorted(t.context.items())),
     }
 
 
