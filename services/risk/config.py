@@ -124,6 +124,11 @@ class RiskConfig(_Strict):
         description="Realized + unrealized loss of the session that engages the kill switch "
         "(reason DailyLossLimit) and flattens everything.",
     )
+    daily_loss_resets_next_session: bool = Field(
+        default=True,
+        description="A kill switch engaged by the daily loss limit releases itself at the next session "
+        "(the limit is per day); one engaged manually always waits for a release.",
+    )
     max_open_positions: int = Field(default=3, ge=1, description="Distinct contracts held or being entered.")
     max_premium_per_symbol_usd: float = Field(
         default=2000.0, gt=0, description="Premium at risk per underlying (positions + working entries)."

@@ -382,9 +382,15 @@ class RiskEngine:
         if event_ts is not None and event_ts > now:
             now = event_ts
         day = ny_date(now)
-        if day != self._day:
+        new_day = day != self._day
+        if new_day:
             self._new_day(day)
         self._sync(now)
+        if new_day and self.config.daily_loss_resets_next_session:
+            state = self.kill_switch.state
+            # The loss limit is per day: its kill switch ends with the day it was engaged on.
+            if state.engaged and state.reason == DAILY_LOSS_LIMIT and ny_date(state.ts) < day:
+                self.kill_switch.release(now, source="risk: new session")
         return now
 
     def _new_day(self, day: dt.date) -> None:

@@ -202,3 +202,32 @@ def test_outage_never_releases_an_engaged_switch() -> None:
     assert ks.engaged and not ks.available
     store.down = False
     assert ks.refresh(3).engaged and ks.available
+
+
+def test_daily_loss_kill_switch_releases_at_the_next_session_but_manual_does_not() -> None:
+    from .support import ny_ns
+
+    h = Harness(RiskConfig(max_daily_loss_usd=500, max_open_positions=10))
+    day1 = ny_ns(2025, 7, 8, 11, 0)
+    h.fresh(day1)
+    h.outcome("o1", day1 + NS, -600.0)
+    assert _actions(h.engine.check(day1 + NS))[0] == ("engage_kill_switch", "*")
+    # Later the same day: still engaged, entries refused.
+    r = h.intent("a", ny_ns(2025, 7, 8, 15, 0))
+    assert isinstance(r, RiskRejection) and r.rule == "kill_switch"
+    # First event of the next session: the day's limit no longer applies.
+    day2 = ny_ns(2025, 7, 9, 9, 45)
+    h.fresh(day2)
+    assert _actions(h.engine.check(day2)) == [("release_kill_switch", "*")]
+    assert _stored(h.state)["engaged"] is False
+    assert isinstance(h.intent("b", day2 + MIN), OrderRequest)
+
+    # A manual engagement survives the night.
+    h.engine.on_command(_command("m1", day2 + 2 * MIN, "engage_kill_switch"))
+    h.engine.check(day2 + 2 * MIN)
+    day3 = ny_ns(2025, 7, 10, 9, 45)
+    h.fresh(day3)
+    assert h.engine.check(day3) == []
+    assert _stored(h.state)["engaged"] is True and _stored(h.state)["reason"] == "Manual"
+    r = h.intent("c", day3 + MIN)
+    assert isinstance(r, RiskRejection) and r.rule == "kill_switch"
