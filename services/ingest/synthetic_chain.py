@@ -17,6 +17,7 @@ zero bid under a one-tick ask. Sizes and open interest are seeded random numbers
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from dataclasses import dataclass
 from typing import Final
@@ -33,6 +34,8 @@ OPTION_ROOTS: Final = {"SPX": "SPXW", "NDX": "NDXP"}
 STRIKE_STEPS: Final = {"SPX": 5.0, "NDX": 5.0, "SPY": 1.0, "QQQ": 1.0}
 PENNY_NAMES: Final = frozenset({"SPY", "QQQ", "IWM"})
 INDEX_NAMES: Final = frozenset({"SPX", "NDX", "RUT", "XSP"})
+TICK_THRESHOLD: Final = 3.0  # option price from which the wider tick applies
+_TICKS: Final = {True: (0.01, 0.05), False: (0.05, 0.10)}  # penny name? -> (tick below, from the threshold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +83,8 @@ def strike_step(underlying: str, spot: float) -> float:
 
 def tick_size(underlying: str, price: float) -> float:
     """Minimum price increment: penny names 0.01 under $3 (0.05 above); others 0.05 / 0.10."""
-    if underlying in PENNY_NAMES:
-        return 0.01 if price < 3.0 else 0.05
-    return 0.05 if price < 3.0 else 0.10
+    below, above = _TICKS[underlying in PENNY_NAMES]
+    return below if price < TICK_THRESHOLD else above
 
 
 def option_root(underlying: str) -> str:
@@ -114,58 +116,163 @@ def synthetic_chain(
         raise ValueError(f"strikes_pct must satisfy -1 < low <= high, got {strikes_pct}")
     cal = calendar or default_calendar()
     model = surface or DEFAULT_SURFACES.get(underlying, SurfaceModel())
-    rng = np.random.default_rng(seed)
     step = strike_step(underlying, spot)
     strikes = np.arange(math.ceil(spot * (1.0 + lo_pct) / step), math.floor(spot * (1.0 + hi_pct) / step) + 1) * step
     strikes = strikes[strikes > 0.0]
     root = option_root(underlying)
-    quotes: list[OptionQuote] = []
+    strike_list = strikes.tolist()
+    n = strikes.size
+    # Per priced expiry, calls then puts, one block of 2n contracts; the blocks are priced together.
+    blocks: list[tuple[np.ndarray, ...]] = []
+    symbols: list[str] = []
+    expiry_isos: list[str] = []
     for expiry in sorted(set(expiries)):
         t = year_fraction(now_ns, cal.expiry_close_ns(expiry))
-        if t <= 0.0 or strikes.size == 0:
+        if t <= 0.0 or n == 0:
             continue  # expired (or closing right now): no longer listed
+        (c_jitter, c_bid, c_ask, c_oi), (p_jitter, p_bid, p_ask, p_oi) = _draws(seed, n, len(blocks))
         fwd = spot * math.exp(rate * t)
         params = surface_svi(model, t)
         log_moneyness = np.log(strikes / fwd)
         vol = svi_implied_vol(params, log_moneyness, t)
         z = np.abs(log_moneyness) / (model.atm_vol(t) * math.sqrt(t))  # distance in ATM std devs
+        z2 = np.minimum(z, 6.0) ** 2
+        near = np.exp(-0.5 * z2)
+        size_scale = 1 + np.rint(20 * near)
+        greeks = black76_greeks(
+            fwd, np.concatenate((strikes, strikes)), t, np.concatenate((vol, vol)), np.arange(2 * n) < n, rate=rate
+        )
+        # Width: 1 % of the value plus 0.2 vol points of vega, the vol part growing with z^2.
+        width = 0.01 * greeks.price + 0.002 * greeks.vega * (1.0 + np.concatenate((z2, z2)))
+        blocks.append(
+            (
+                greeks.price,
+                width * np.concatenate((c_jitter, p_jitter)),
+                np.concatenate((c_bid * size_scale, p_bid * size_scale)),
+                np.concatenate((c_ask * size_scale, p_ask * size_scale)),
+                np.concatenate((np.rint(c_oi * (0.05 + near)), np.rint(p_oi * (0.05 + near)))),
+            )
+        )
         expiry_iso = expiry.isoformat()
-        for right in ("C", "P"):
-            greeks = black76_greeks(fwd, strikes, t, vol, right == "C", rate=rate)
-            theo = greeks.price
-            # Width: 1 % of the value plus 0.2 vol points of vega, the vol part growing with z^2.
-            width = 0.01 * theo + 0.002 * greeks.vega * (1.0 + np.minimum(z, 6.0) ** 2)
-            jitter = rng.uniform(0.8, 1.25, strikes.size)
-            near = np.exp(-0.5 * np.minimum(z, 6.0) ** 2)
-            bid_sizes = rng.integers(1, 40, strikes.size) * (1 + np.rint(20 * near))
-            ask_sizes = rng.integers(1, 40, strikes.size) * (1 + np.rint(20 * near))
-            oi = np.rint(rng.lognormal(6.0, 1.0, strikes.size) * (0.05 + near))
-            for i, strike in enumerate(strikes):
-                price = float(theo[i])
-                tick = tick_size(underlying, price)
-                half = 0.5 * max(float(width[i]) * float(jitter[i]), tick)
-                if price < 0.5 * tick:
-                    bid, ask = 0.0, tick  # worthless: nobody bids, the ask sits at one tick
-                else:
-                    bid_raw = max(price - half, 0.0)
-                    bid_tick = tick_size(underlying, bid_raw)
-                    bid = math.floor(bid_raw / bid_tick + 1e-9) * bid_tick
-                    ask_tick = tick_size(underlying, price + half)
-                    ask = max(math.ceil((price + half) / ask_tick - 1e-9) * ask_tick, ask_tick)
-                quotes.append(
+        symbols += _symbols(root, expiry_iso, "C", strike_list)
+        symbols += _symbols(root, expiry_iso, "P", strike_list)
+        expiry_isos.append(expiry_iso)
+    quotes: list[OptionQuote] = []
+    if blocks:
+        theo, spread, bid_sizes, ask_sizes, oi = (np.concatenate(column) for column in zip(*blocks, strict=True))
+        bid, ask = _quote_prices(underlying, theo, spread)
+        bid_sizes = np.where(bid > 0.0, bid_sizes, 0.0)
+        bids, asks, bid_qty, ask_qty, ois = (a.tolist() for a in (bid, ask, bid_sizes, ask_sizes, oi))
+        block = 0
+        for expiry_iso in expiry_isos:
+            for right in ("C", "P"):
+                part = slice(block, block + n)
+                block += n
+                quotes.extend(
                     OptionQuote(
                         ts=now_ns,
-                        symbol=occ_symbol(root, expiry_iso, right, float(strike)),
+                        symbol=symbol,
                         underlying=underlying,
                         expiry=expiry_iso,
-                        strike=float(strike),
+                        strike=strike,
                         right=right,
-                        bid=round(bid, 2),
-                        ask=round(ask, 2),
-                        bid_size=float(bid_sizes[i]) if bid > 0.0 else 0.0,
-                        ask_size=float(ask_sizes[i]),
-                        open_interest=float(oi[i]),
+                        bid=b,
+                        ask=a,
+                        bid_size=bs,
+                        ask_size=asz,
+                        open_interest=o,
                         underlying_price=spot,
+                    )
+                    for symbol, strike, b, a, bs, asz, o in zip(
+                        symbols[part],
+                        strike_list,
+                        bids[part],
+                        asks[part],
+                        bid_qty[part],
+                        ask_qty[part],
+                        ois[part],
+                        strict=True,
                     )
                 )
     return ChainSnapshot(ts=now_ns, underlying=underlying, underlying_price=spot, quotes=tuple(quotes))
+
+
+# --- vectorized pieces of synthetic_chain (each equal, bit for bit, to the per-contract arithmetic) ----
+
+_MAX_TICKS = 2**21  # (k * cents) / 100 == round(k * tick, 2) checked exhaustively for 0 <= k < 2**21
+
+
+def _quote_prices(underlying: str, theo: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bid and ask of each contract: ``theo`` ± half of ``spread`` (at least a tick), rounded outward
+    to the tick of each price; a contract worth under half a tick is bid 0 / offered at one tick.
+
+    The per-contract rule, vectorized: ``tick_size`` of the value, of the raw bid and of the raw ask;
+    bid = floor(raw bid / tick) ticks, ask = max(ceil(raw ask / tick), 1) ticks, both rounded to the
+    cent. A price of k ticks is returned as ``(k * cents) / 100``, the double ``round(k * tick, 2)``
+    gives (the nearest one to the two-decimal number), without a Python loop.
+    """
+    lo, hi = _TICKS[underlying in PENNY_NAMES]
+    lo_c, hi_c = round(lo * 100), round(hi * 100)
+    tick = np.where(theo < TICK_THRESHOLD, lo, hi)
+    half = 0.5 * np.maximum(spread, tick)
+    bid_raw = np.maximum(theo - half, 0.0)
+    bid_low = bid_raw < TICK_THRESHOLD
+    bid_ticks = np.floor(bid_raw / np.where(bid_low, lo, hi) + 1e-9)
+    ask_raw = theo + half
+    ask_low = ask_raw < TICK_THRESHOLD
+    ask_ticks = np.maximum(np.ceil(ask_raw / np.where(ask_low, lo, hi) - 1e-9), 1.0)
+    ask_cents = np.where(ask_low, lo_c, hi_c)
+    worthless = theo < 0.5 * tick  # nobody bids; the ask sits at one tick of the value
+    if worthless.any():
+        bid_ticks = np.where(worthless, 0.0, bid_ticks)
+        ask_ticks = np.where(worthless, 1.0, ask_ticks)
+        ask_cents = np.where(worthless, np.where(theo < TICK_THRESHOLD, lo_c, hi_c), ask_cents)
+    if not (bid_ticks.max(initial=0.0) < _MAX_TICKS and ask_ticks.max(initial=0.0) < _MAX_TICKS):
+        raise ValueError("option price beyond the synthetic chain's tick range (or not a number)")
+    bid = (bid_ticks * np.where(bid_low, lo_c, hi_c)) / 100.0
+    ask = (ask_ticks * ask_cents) / 100.0
+    return bid, ask
+
+
+@functools.lru_cache(maxsize=256)
+def _draws(seed: int, n: int, index: int) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]:
+    """The random numbers of the ``index``-th priced expiry of a chain with ``n`` strikes, per right
+    (C, P): jitter, bid-size and ask-size draws, open-interest draw.
+
+    Every chain restarts ``default_rng(seed)`` and draws, expiry after expiry and C before P,
+    ``uniform(0.8, 1.25)``, ``integers(1, 40)`` twice and ``lognormal(6, 1)``, ``n`` each; so the
+    draws depend only on (seed, n, index) and are replayed once, then reused (read-only).
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(2 * (index + 1)):
+        arrays = (
+            rng.uniform(0.8, 1.25, n),
+            rng.integers(1, 40, n),
+            rng.integers(1, 40, n),
+            rng.lognormal(6.0, 1.0, n),
+        )
+        for a in arrays:
+            a.setflags(write=False)
+        out.append(arrays)
+    return tuple(out[2 * index :])
+
+
+_SYMBOL_TABLES: dict[tuple[str, str, str], dict[float, str]] = {}
+
+
+def _symbols(root: str, expiry_iso: str, right: str, strikes: list[float]) -> list[str]:
+    """OCC symbols of ``strikes``, remembered per (root, expiry, right) (the last 64 such series)."""
+    key = (root, expiry_iso, right)
+    table = _SYMBOL_TABLES.get(key)
+    if table is None:
+        if len(_SYMBOL_TABLES) >= 64:
+            _SYMBOL_TABLES.clear()
+        table = _SYMBOL_TABLES[key] = {}
+    out = []
+    for strike in strikes:
+        symbol = table.get(strike)
+        if symbol is None:
+            symbol = table[strike] = occ_symbol(root, expiry_iso, right, strike)
+        out.append(symbol)
+    return out

@@ -186,38 +186,43 @@ class OrderManager:
 
     def on_option_quote(self, quote: OptionQuote) -> list[Event]:
         """New quote: marks, MAE/MFE, and whatever it fills at the broker."""
-        last = self._last_quote.get(quote.symbol)
+        symbol = quote.symbol
+        last = self._last_quote.get(symbol)
         if last is not None and (quote.ts < last.ts or quote == last):
             return []
-        self._last_quote[quote.symbol] = quote
+        self._last_quote[symbol] = quote
         if quote.underlying_price is not None:
             self._underlying_px[quote.underlying] = quote.underlying_price
         mark = quote_mark(quote)
-        if quote.symbol not in self.positions.positions:
+        positions = self.positions
+        if symbol not in positions.positions:
             # Never held: no trade to track or position to publish (most of a chain); the mark is kept
             # for a fill this quote may cause, and the broker still works any resting order.
             if mark is not None:
-                self.positions.mark(quote.symbol, mark)
+                positions.mark(symbol, mark)
             reports = self.broker.on_option_quote(quote)
             if not reports:
                 return []
             out = self._process(reports)
-            out.extend(self.positions.position_updates(quote.ts, [quote.symbol]))
+            out.extend(positions.position_updates(quote.ts, [symbol]))
             return out
         if mark is not None:
-            self.positions.mark(quote.symbol, mark)
-            for trade in self.positions.open_trades(contract=quote.symbol):
+            positions.mark(symbol, mark)
+            for trade in positions.open_trades(contract=symbol):
                 self.stop_sync.on_mark(trade.id, mark)
         out = self._process(self.broker.on_option_quote(quote))
-        out.extend(self.positions.position_updates(quote.ts, [quote.symbol]))
+        out.extend(positions.position_updates(quote.ts, [symbol]))
         return out
 
     def on_chain(self, chain: ChainSnapshot) -> list[Event]:
         """Every quote of a chain snapshot, then its underlying price."""
         self._underlying_px[chain.underlying] = chain.underlying_price
         out: list[Event] = []
+        on_quote = self.on_option_quote
         for quote in chain.quotes:
-            out.extend(self.on_option_quote(quote))
+            events = on_quote(quote)
+            if events:
+                out.extend(events)
         out.extend(self.on_underlying(chain.underlying, chain.underlying_price, chain.ts))
         return out
 

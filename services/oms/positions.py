@@ -297,8 +297,9 @@ class PositionBook:
         """New mark for ``contract``: unrealized PnL and the open trades' MAE/MFE follow it."""
         self._marks[contract] = price
         pos = self.positions.get(contract)
-        if pos is not None:
-            pos.mark = price
+        if pos is None:
+            return  # never filled: no open trade holds it (a fill creates the position first)
+        pos.mark = price
         for trade in self.open_trades(contract=contract):
             trade.observe(price)
 

@@ -20,12 +20,14 @@ Selection, for one underlying and one right:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import msgspec
 import numpy as np
 
 from services.core.calendar import MarketCalendar
@@ -37,9 +39,12 @@ from services.signals.playbooks import ContractRules, fmt
 Right = Literal["C", "P"]
 
 
-@dataclass(frozen=True, slots=True)
-class ContractRecord:
-    """One option contract as the selector sees it (NaN greeks when the IV solve failed)."""
+class ContractRecord(msgspec.Struct, frozen=True):
+    """One option contract as the selector sees it (NaN greeks when the IV solve failed).
+
+    An immutable msgspec Struct rather than a dataclass: a chain analysis makes one per contract
+    (thousands per NDX snapshot) and a frozen dataclass costs ~10x more to construct.
+    """
 
     symbol: str
     expiry: str
@@ -87,6 +92,7 @@ class Selection:
     dte: int | None = None
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the same contracts come back in every chain snapshot
 def occ_root(symbol: str) -> str:
     """Root of an OCC symbol: ``SPXW`` from ``SPXW250708C06200000`` (a Polygon ``O:`` prefix is dropped)."""
     bare = symbol[2:] if symbol.startswith("O:") else symbol
@@ -145,29 +151,81 @@ def nearest_otm(records: Iterable[ContractRecord], *, right: Right, spot: float,
     return max(otm, key=lambda r: (r.strike, r.symbol)) if otm else None
 
 
+class _Filters:
+    """The eligibility filters of one ContractRules, bounds and messages computed once per selection."""
+
+    __slots__ = (
+        "by_delta",
+        "hi",
+        "lo",
+        "low_oi",
+        "max_spread",
+        "max_spread_pct",
+        "min_ask_size",
+        "min_bid",
+        "min_bid_size",
+        "min_open_interest",
+        "no_market",
+        "outside",
+        "thin_ask",
+        "thin_bid",
+        "too_wide",
+        "too_wide_pct",
+    )
+
+    def __init__(self, rules: ContractRules) -> None:
+        target = rules.target
+        self.by_delta = target.metric == "delta"
+        self.lo, self.hi = target.lo, target.hi
+        self.min_bid = rules.min_bid
+        self.max_spread = rules.max_spread + 1e-9
+        self.max_spread_pct = rules.max_spread_pct + 1e-9
+        self.min_bid_size = rules.min_bid_size
+        self.min_ask_size = rules.min_ask_size
+        self.min_open_interest = rules.min_open_interest
+        self.outside = f"{target.metric} outside {fmt(target.lo)}..{fmt(target.hi)}"
+        self.no_market = f"bid < {fmt(rules.min_bid)} or no two-sided market"
+        self.too_wide = f"spread > {fmt(rules.max_spread)}"
+        self.too_wide_pct = f"spread > {fmt(rules.max_spread_pct * 100)}% of mid"
+        self.thin_bid = f"bid size < {fmt(rules.min_bid_size)}"
+        self.thin_ask = f"ask size < {fmt(rules.min_ask_size)}"
+        self.low_oi = f"open interest < {fmt(rules.min_open_interest)}"
+
+    def rejection(self, record: ContractRecord) -> str | None:
+        """See :func:`rejection` (same filters, same order, same messages)."""
+        value = abs(record.delta) if self.by_delta else record.prob_touch
+        if record.status != "ok":
+            return f"no greeks ({record.status})"
+        if not math.isfinite(value):
+            return "no greeks"
+        if not self.lo <= value <= self.hi:
+            return self.outside
+        bid, ask = record.bid, record.ask
+        if bid < self.min_bid or ask <= bid:
+            return self.no_market
+        spread = ask - bid
+        if spread > self.max_spread:
+            return self.too_wide
+        mid = (bid + ask) / 2.0
+        if (spread / mid if mid > 0 else math.inf) > self.max_spread_pct:
+            return self.too_wide_pct
+        if record.bid_size < self.min_bid_size:
+            return self.thin_bid
+        if record.ask_size < self.min_ask_size:
+            return self.thin_ask
+        if record.open_interest < self.min_open_interest:
+            return self.low_oi
+        return None
+
+
 def rejection(record: ContractRecord, rules: ContractRules) -> str | None:
-    """Why ``record`` is not eligible (the first failing filter), or None when it is."""
-    target = rules.target
-    value = record.metric(target.metric)
-    if record.status != "ok":
-        return f"no greeks ({record.status})"
-    if not math.isfinite(value):
-        return "no greeks"
-    if not target.lo <= value <= target.hi:
-        return f"{target.metric} outside {fmt(target.lo)}..{fmt(target.hi)}"
-    if record.bid < rules.min_bid or record.ask <= record.bid:
-        return f"bid < {fmt(rules.min_bid)} or no two-sided market"
-    if record.spread > rules.max_spread + 1e-9:
-        return f"spread > {fmt(rules.max_spread)}"
-    if record.spread_pct > rules.max_spread_pct + 1e-9:
-        return f"spread > {fmt(rules.max_spread_pct * 100)}% of mid"
-    if record.bid_size < rules.min_bid_size:
-        return f"bid size < {fmt(rules.min_bid_size)}"
-    if record.ask_size < rules.min_ask_size:
-        return f"ask size < {fmt(rules.min_ask_size)}"
-    if record.open_interest < rules.min_open_interest:
-        return f"open interest < {fmt(rules.min_open_interest)}"
-    return None
+    """Why ``record`` is not eligible (the first failing filter), or None when it is.
+
+    Filters in order: greeks present, target metric within ``value ± band``, bid >= ``min_bid`` with
+    a two-sided market, spread within ``max_spread`` and ``max_spread_pct`` of the mid, bid and ask
+    sizes, open interest.
+    """
+    return _Filters(rules).rejection(record)
 
 
 def _rank(record: ContractRecord, rules: ContractRules) -> tuple[float, float, float, str]:
@@ -197,12 +255,13 @@ def select_contract(
         shown = ", ".join(f"{e} ({d}DTE)" for e, d in listed) or "none"
         return Selection(None, f"no {root} {side} expiry with {dte}..{max_dte}DTE listed (listed: {shown})")
     skipped: list[str] = []
+    reject = _Filters(rules).rejection
     for expiry, days in expiries:
         pool = [r for r in records if r.right == right and r.expiry == expiry and r.root == root]
         eligible = []
         why: Counter[str] = Counter()
         for r in pool:
-            problem = rejection(r, rules)
+            problem = reject(r)
             if problem is None:
                 eligible.append(r)
             else:
@@ -234,25 +293,46 @@ def _summary(total: int, side: str, why: Counter[str]) -> str:
 
 def records_from_analysis(analysis: ChainAnalysis) -> list[ContractRecord]:
     """One record per contract of a chain analysis (its per-contract arrays are in snapshot order)."""
-    n = int(analysis.symbol.size)
-    return [
-        ContractRecord(
-            symbol=str(analysis.symbol[i]),
-            expiry=str(analysis.expiry[i]),
-            strike=float(analysis.strike[i]),
-            right="C" if bool(analysis.is_call[i]) else "P",
-            bid=float(analysis.bid[i]),
-            ask=float(analysis.ask[i]),
-            bid_size=float(analysis.bid_size[i]),
-            ask_size=float(analysis.ask_size[i]),
-            open_interest=float(analysis.open_interest[i]),
-            delta=float(analysis.delta[i]),
-            iv=float(analysis.iv[i]),
-            prob_touch=float(analysis.prob_touch[i]),
-            status=status_name(int(analysis.status[i])),
+    names: dict[int, str] = {}
+    records = []
+    columns = zip(
+        analysis.symbol.tolist(),
+        analysis.expiry.tolist(),
+        analysis.strike.tolist(),
+        analysis.is_call.tolist(),
+        analysis.bid.tolist(),
+        analysis.ask.tolist(),
+        analysis.bid_size.tolist(),
+        analysis.ask_size.tolist(),
+        analysis.open_interest.tolist(),
+        analysis.delta.tolist(),
+        analysis.iv.tolist(),
+        analysis.prob_touch.tolist(),
+        analysis.status.tolist(),
+        strict=True,
+    )
+    for symbol, expiry, strike, is_call, bid, ask, bid_size, ask_size, oi, delta, iv, touch, code in columns:
+        status = names.get(code)
+        if status is None:
+            status = names[code] = status_name(code)
+        records.append(
+            ContractRecord(
+                symbol=symbol,
+                expiry=expiry,
+                strike=strike,
+                right="C" if is_call else "P",
+                bid=bid,
+                ask=ask,
+                bid_size=bid_size,
+                ask_size=ask_size,
+                open_interest=oi,
+                delta=delta,
+                iv=iv,
+                prob_touch=touch,
+                status=status,
+            )
         )
-        for i in range(n)
-    ]
+    return records
 
 
 def status_name(code: int) -> str:
@@ -268,4 +348,5 @@ def chain_records(
     snapshot: ChainSnapshot, now_ns: int, *, rate: float = 0.0, calendar: MarketCalendar | None = None
 ) -> list[ContractRecord]:
     """Analyse a chain snapshot (IV, greeks, probability of touch) into contract records."""
-    return records_from_analysis(analyze_chain(snapshot, now_ns, rate=rate, calendar=calendar))
+    # Records need per-contract numbers only: no SVI fits.
+    return records_from_analysis(analyze_chain(snapshot, now_ns, rate=rate, calendar=calendar, svi_expiries=0))

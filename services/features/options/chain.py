@@ -127,15 +127,16 @@ def _parity_forward(
 def _smile(
     strike: FloatArray, is_call: npt.NDArray[np.bool_], usable: npt.NDArray[np.bool_], fwd: float
 ) -> tuple[FloatArray, npt.NDArray[np.int64]]:
-    """Strikes of the smile and, per strike, the index of the contract whose IV represents it."""
-    chosen: dict[float, tuple[bool, int]] = {}
-    for i in np.flatnonzero(usable):
-        k = float(strike[i])
-        otm = bool(is_call[i]) == (k >= fwd)
-        if k not in chosen or (otm and not chosen[k][0]):
-            chosen[k] = (otm, int(i))
-    ks = np.array(sorted(chosen), dtype=np.float64)
-    return ks, np.array([chosen[k][1] for k in ks], dtype=np.int64)
+    """Strikes of the smile (ascending) and, per strike, the index of the contract whose IV
+    represents it: the first out-of-the-money usable contract at that strike, else the first usable."""
+    idx = np.flatnonzero(usable)
+    k = strike[idx]
+    otm = is_call[idx] == (k >= fwd)
+    order = np.lexsort((idx, ~otm, k))  # by strike, out-of-the-money first, then quote order
+    k_sorted = k[order]
+    first = np.ones(order.size, dtype=np.bool_)
+    first[1:] = k_sorted[1:] != k_sorted[:-1]
+    return k_sorted[first].astype(np.float64), idx[order][first].astype(np.int64)
 
 
 def _interp_at(x: FloatArray, y: FloatArray, x0: float) -> float | None:
@@ -155,6 +156,7 @@ def _analyze_expiry(
     from_parity: bool,
     df: float,
     t: float,
+    fit: bool = True,
 ) -> ExpiryAnalysis:
     strike = arrays["strike"][idx].astype(np.float64)
     is_call = arrays["is_call"][idx].astype(np.bool_)
@@ -177,7 +179,7 @@ def _analyze_expiry(
             skew = put25 - call25
         # Far wings priced at the tick floor carry the tick, not the smile: fit where |delta| >= 2 %.
         core = (call_delta >= SVI_MIN_DELTA) & (call_delta <= 1.0 - SVI_MIN_DELTA)
-        if np.count_nonzero(core) >= MIN_SVI_POINTS:
+        if fit and np.count_nonzero(core) >= MIN_SVI_POINTS:
             vega = arrays["vega"][idx].astype(np.float64)[pick][core]
             spread = arrays["spread"][idx].astype(np.float64)[pick][core]
             iv_spread = np.maximum(spread / np.maximum(vega, 1e-300), _IV_SPREAD_FLOOR)
@@ -202,9 +204,18 @@ def _analyze_expiry(
 
 
 def analyze_chain(
-    snapshot: ChainSnapshot, now_ns: int, *, rate: float = 0.0, calendar: MarketCalendar | None = None
+    snapshot: ChainSnapshot,
+    now_ns: int,
+    *,
+    rate: float = 0.0,
+    calendar: MarketCalendar | None = None,
+    svi_expiries: int | None = None,
 ) -> ChainAnalysis:
-    """IVs, Greeks and probabilities per contract and the smile per expiry, as of ``now_ns``."""
+    """IVs, Greeks and probabilities per contract and the smile per expiry, as of ``now_ns``.
+
+    ``svi_expiries`` limits the SVI fits (the costly part) to that many nearest live expiries
+    (``0``: none; default: all); the other expiries get ``svi=None`` and everything else unchanged.
+    """
     cal = calendar or default_calendar()
     quotes = snapshot.quotes
     spot = float(snapshot.underlying_price)
@@ -237,8 +248,9 @@ def analyze_chain(
         forward: float | None = None
         if tt > 0.0:
             sub = idx[two_sided[idx]]
-            calls = {float(strike[i]): float(mid[i]) for i in sub if is_call[i]}
-            puts = {float(strike[i]): float(mid[i]) for i in sub if not is_call[i]}
+            sub_calls, sub_puts = sub[is_call[sub]], sub[~is_call[sub]]
+            calls = dict(zip(strike[sub_calls].tolist(), mid[sub_calls].tolist(), strict=True))
+            puts = dict(zip(strike[sub_puts].tolist(), mid[sub_puts].tolist(), strict=True))
             common = np.array(sorted(set(calls) & set(puts)), dtype=np.float64)
             if common.size:
                 forward = _parity_forward(
@@ -276,10 +288,13 @@ def analyze_chain(
         "vega": greeks.vega,
         "spread": spread,
     }
-    expiries = tuple(
-        _analyze_expiry(exp, expiry_ns, now_ns, idx, arrays, f_exp, from_parity, df, tt)
-        for exp, expiry_ns, idx, f_exp, from_parity, df, tt in groups
-    )
+    fits_left = len(groups) if svi_expiries is None else svi_expiries
+    analyses = []
+    for exp, expiry_ns, idx, f_exp, from_parity, df, tt in groups:
+        fit = tt > 0.0 and fits_left > 0
+        fits_left -= 1 if fit else 0
+        analyses.append(_analyze_expiry(exp, expiry_ns, now_ns, idx, arrays, f_exp, from_parity, df, tt, fit))
+    expiries = tuple(analyses)
     live_exp = [e for e in expiries if e.t > 0.0]
     term = tuple((e.expiry, e.t, e.atm_iv) for e in live_exp if e.atm_iv is not None)
     slope = None
@@ -358,4 +373,5 @@ def chain_features(
     ``term_slope`` is vol per calendar day between them; ``chain_contracts`` counts quotes and
     ``chain_iv_ok_frac`` the share with an OK IV.
     """
-    return summarize(analyze_chain(snapshot, now_ns, rate=rate, calendar=calendar))
+    # summarize() reads the SVI fit of the nearest live expiry only.
+    return summarize(analyze_chain(snapshot, now_ns, rate=rate, calendar=calendar, svi_expiries=1))

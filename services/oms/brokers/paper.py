@@ -276,14 +276,16 @@ class PaperBroker:
 
     def on_option_quote(self, quote: OptionQuote) -> list[OrderEvent]:
         """Work every live order on the quoted contract against the new quote."""
-        self._quotes[quote.symbol] = quote
-        self._liquidity[quote.symbol] = _Liquidity.of(quote, self.config.partial_fills)
+        symbol = quote.symbol
+        self._quotes[symbol] = quote
+        # The new quote's displayed size is built when an order first trades against it (_evaluate).
+        self._liquidity.pop(symbol, None)
         if quote.underlying_price is not None:
             self._underlying_px[quote.underlying] = quote.underlying_price
-        out: list[OrderEvent] = []
-        orders = self._by_contract.get(quote.symbol)
+        orders = self._by_contract.get(symbol)
         if not orders:
-            return out
+            return []
+        out: list[OrderEvent] = []
         for order in list(orders):
             self._evaluate(order, quote, quote.ts, out)
         self._by_contract[quote.symbol] = [o for o in orders if not o.state.is_terminal]
@@ -513,7 +515,9 @@ class PaperBroker:
         bracket = order.bracket
         if bracket is not None and kind != "entry":
             qty = min(qty, bracket.open_quantity())
-        liquidity = self._liquidity.setdefault(s.contract, _Liquidity.of(quote, self.config.partial_fills))
+        liquidity = self._liquidity.get(s.contract)
+        if liquidity is None:  # first trade against this quote (``quote`` is always the contract's latest)
+            liquidity = self._liquidity[s.contract] = _Liquidity.of(quote, self.config.partial_fills)
         available = liquidity.available(s.side)
         if available is not None:
             qty = min(qty, available)

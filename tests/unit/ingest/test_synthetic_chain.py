@@ -13,7 +13,14 @@ from services.core.events import occ_symbol
 from services.features.options.black_scholes import black76_greeks, time_to_expiry
 from services.features.options.implied_vol import IVStatus, implied_vol
 from services.features.options.svi import butterfly_g, svi_implied_vol, svi_total_variance
-from services.ingest.synthetic_chain import DEFAULT_SURFACES, surface_svi, synthetic_chain, tick_size
+from services.ingest.synthetic_chain import (
+    DEFAULT_SURFACES,
+    _draws,
+    _quote_prices,
+    surface_svi,
+    synthetic_chain,
+    tick_size,
+)
 
 DAY = dt.date(2025, 7, 8)
 EXPIRIES = [dt.date(2025, 7, 8), dt.date(2025, 7, 9), dt.date(2025, 7, 18), dt.date(2025, 9, 19)]
@@ -131,3 +138,45 @@ def test_expired_expiries_are_not_listed() -> None:
     assert {q.expiry for q in snap.quotes} == {"2025-07-09"}
     with pytest.raises(ValueError):
         synthetic_chain("SPY", -1.0, session.close_ns, [DAY], seed=0)
+
+
+def _per_contract_quote(underlying: str, price: float, spread: float) -> tuple[float, float]:
+    """The quoting rule one contract at a time: the definition ``_quote_prices`` vectorizes."""
+    tick = tick_size(underlying, price)
+    half = 0.5 * max(spread, tick)
+    if price < 0.5 * tick:
+        bid, ask = 0.0, tick
+    else:
+        bid_raw = max(price - half, 0.0)
+        bid_tick = tick_size(underlying, bid_raw)
+        bid = math.floor(bid_raw / bid_tick + 1e-9) * bid_tick
+        ask_tick = tick_size(underlying, price + half)
+        ask = max(math.ceil((price + half) / ask_tick - 1e-9) * ask_tick, ask_tick)
+    return round(bid, 2), round(ask, 2)
+
+
+@pytest.mark.parametrize("underlying", ["SPY", "SPX"])
+def test_vectorized_quotes_equal_the_per_contract_rule_bit_for_bit(underlying: str) -> None:
+    rng = np.random.default_rng(5)
+    edges = [0.0, 0.004, 0.005, 0.0251, 0.05, 2.97, 2.99, 3.0, 3.01, 3.04, 50_000.0]
+    theo = np.concatenate(
+        [rng.uniform(0.0, 0.2, 3000), rng.uniform(2.5, 3.5, 3000), rng.lognormal(1.0, 2.0, 3000), edges]
+    )
+    spread = np.concatenate([rng.uniform(0.0, 0.3, theo.size - 9), [0.0, 0.02, 0.08, 0.5, 3.0, 40.0, 0.0, 0.0, 0.0]])
+    bid, ask = _quote_prices(underlying, theo, spread)
+    pairs = zip(theo.tolist(), spread.tolist(), strict=True)
+    expected = np.array([_per_contract_quote(underlying, p, w) for p, w in pairs])
+    assert bid.tobytes() == np.ascontiguousarray(expected[:, 0]).tobytes()
+    assert ask.tobytes() == np.ascontiguousarray(expected[:, 1]).tobytes()
+
+
+def test_cached_draws_are_the_draws_of_a_fresh_generator() -> None:
+    rng = np.random.default_rng(9)
+    fresh = [
+        (rng.uniform(0.8, 1.25, 7), rng.integers(1, 40, 7), rng.integers(1, 40, 7), rng.lognormal(6.0, 1.0, 7))
+        for _ in range(4)
+    ]
+    for index in (0, 1):
+        for got, want in zip(_draws(9, 7, index), fresh[2 * index : 2 * index + 2], strict=True):
+            for g, w in zip(got, want, strict=True):
+                assert np.array_equal(g, w) and g.dtype == w.dtype and not g.flags.writeable

@@ -205,3 +205,20 @@ def test_features_never_nan_on_random_synthetic_chains(
     feats = chain_features(snap, now, rate=rate)
     assert set(feats) <= FEATURE_KEYS
     assert all(math.isfinite(v) for v in feats.values())
+
+
+def test_svi_expiries_limits_the_fits_and_nothing_else(spx: tuple[ChainSnapshot, int]) -> None:
+    snap, now = spx
+    full = analyze_chain(snap, now)
+    assert all(e.svi is not None for e in full.live_expiries)
+    for limit in (0, 1, 2):
+        part = analyze_chain(snap, now, svi_expiries=limit)
+        for name in part.__slots__:
+            got, want = getattr(part, name), getattr(full, name)
+            if isinstance(got, np.ndarray):
+                assert got.tobytes() == want.tobytes(), name
+            elif name != "expiries":
+                assert repr(got) == repr(want), name
+        for i, (got, want) in enumerate(zip(part.expiries, full.expiries, strict=True)):
+            assert repr(got.svi) == repr(want.svi if i < limit else None)
+            assert repr(got.atm_iv) == repr(want.atm_iv) and repr(got.skew_25d) == repr(want.skew_25d)
