@@ -83,19 +83,19 @@ def test_kill_switch_alert_fires_in_a_promtool_unit_test(tmp_path: Path) -> None
         "tests": [{
             "interval": "1m",
             "input_series": [
-                {"series": 'dreambot_kill_switch_engaged{session="paper-etf",stage="risk",reason="DailyLossLimit"}',
+                {"series": 'dreambot_kill_switch_engaged{session="paper-etf",stage="risk"}',
                  "values": "0 0 1 1 1"},
-                {"series": 'dreambot_kill_switch_engaged{session="live-index",stage="risk",reason="Manual"}',
+                {"series": 'dreambot_kill_switch_engaged{session="live-index",stage="risk"}',
                  "values": "0 0 0 0 0"},
             ],
             "alert_rule_test": [
                 {"eval_time": "1m", "alertname": "DreamBotKillSwitchEngaged", "exp_alerts": []},
                 {"eval_time": "3m", "alertname": "DreamBotKillSwitchEngaged", "exp_alerts": [{
-                    "exp_labels": {"severity": "critical", "session": "paper-etf", "reason": "DailyLossLimit"},
+                    "exp_labels": {"severity": "critical", "session": "paper-etf"},
                     "exp_annotations": {
                         "summary": "Kill switch engaged in session paper-etf",
-                        "description": "Session paper-etf refuses new entries (reason DailyLossLimit); "
-                                       "the OMS protects open positions.",
+                        "description": "Session paper-etf refuses new entries; the OMS protects open "
+                                       "positions (the reason is in Redis and on the console).",
                     },
                 }]},
             ],
