@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal = sub.add_parser("calibrate", help="same as python -m services.backtest.calibrate", add_help=False)
     cal.add_argument("rest", nargs=argparse.REMAINDER)
     cal.set_defaults(func=lambda a: __import__("services.backtest.calibrate", fromlist=["main"]).main(a.rest))
+    svc = sub.add_parser("services", help="same as python -m services.launcher (up | status | down)", add_help=False)
+    svc.add_argument("rest", nargs=argparse.REMAINDER)
+    svc.set_defaults(func=lambda a: __import__("services.launcher", fromlist=["main"]).main(a.rest))
     return p
 
 

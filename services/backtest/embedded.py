@@ -25,25 +25,17 @@ from services.core.events import (
     SignalIntent,
     TradeOutcome,
 )
-from services.core.settings import CONFIG_DIR, PROJECT_ROOT
+from services.core.settings import CONFIG_DIR
 from services.core.stage import Output, Stage
 from services.core.state import MemoryState
-from services.features.stage import FeatureStage
 from services.oms.audit import AuditSink
-from services.oms.brokers.paper import PaperBroker
-from services.oms.config import load_broker_config
 from services.oms.engine import OrderManager
 from services.oms.stage import OmsStage
-from services.risk.config import load_risk_config, read_risk_multiplier
 from services.risk.engine import RiskEngine
-from services.risk.event_halts import load_event_halts
 from services.risk.stage import RiskStage
-from services.signals.engine import SignalEngine
-from services.signals.gates import load_calibration
-from services.signals.playbooks import load_playbooks
-from services.signals.stage import SignalStage
+from services.wiring import DEFAULT_CALIBRATION, StageSpec, build_stages
 
-DEFAULT_CALIBRATION = PROJECT_ROOT / "backtests" / "calibration.json"
+__all__ = ["DEFAULT_CALIBRATION", "EmbeddedSession", "SessionRecord", "SessionSpec"]
 
 
 @dataclass(frozen=True)
@@ -122,34 +114,9 @@ class EmbeddedSession:
             self.bus.subscribe(topic, self.record.on_event, group="recorder")
 
     def _build(self, audit: AuditSink | None) -> list[Stage]:
-        spec, cfg_dir = self.spec, self.spec.config_dir
-        playbooks = load_playbooks(cfg_dir / "playbooks.yaml")
-        if spec.calibration is not None:
-            playbooks = playbooks.model_copy(
-                update={"calibration": playbooks.calibration.model_copy(update={"path": spec.calibration})}
-            )
-        risk_cfg = load_risk_config(cfg_dir / "risk.yaml")
-        halts = load_event_halts(risk_cfg)
-        multiplier = 1.0
-        if spec.calibration is not None and spec.calibration.exists():
-            multiplier = read_risk_multiplier(spec.calibration)
-        signals = SignalEngine(
-            playbooks,
-            calibration=load_calibration(playbooks.calibration),
-            is_halted=lambda ts: halts.halt_active(ts) is not None,
-            calendar=self.calendar,
-        )
-        risk = RiskEngine(risk_cfg, self.clock, self.state, events=halts, calendar=self.calendar,
-                          risk_multiplier=multiplier)
-        broker_cfg = load_broker_config(cfg_dir / "broker.yaml")
-        broker = PaperBroker(self.clock, broker_cfg.paper)
-        oms = OrderManager(broker, self.clock, broker_cfg, audit=audit)
-        return [
-            FeatureStage(list(spec.symbols), calendar=self.calendar, chain_every_s=spec.chain_every_s),
-            SignalStage(signals),
-            RiskStage(risk, self.clock),
-            OmsStage(oms, self.clock, self.calendar),
-        ]
+        spec = self.spec
+        stage_spec = StageSpec(spec.symbols, spec.config_dir, spec.calibration, spec.chain_every_s)
+        return build_stages(stage_spec, self.clock, self.state, self.calendar, audit)
 
     def _deliver(self, stage: Stage, topic: str) -> Callable[[Event], None]:
         publish = self.bus.publish

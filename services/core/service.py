@@ -1,0 +1,626 @@
+"""The stage process runner: one Stage, driven by Kafka, with Redis state, health and metrics.
+
+``python -m services.<stage>.main`` builds its stage with :mod:`services.wiring` (the same objects the
+embedded runner uses) and calls :func:`run_service`, which
+
+1. reads :class:`ServiceSettings` from the environment (a problem is one line naming the variable,
+   exit status 2);
+2. serves ``/healthz``, ``/readyz`` and ``/metrics`` (:mod:`services.core.health`);
+3. provisions the session's topics and, in replay lockstep mode, the control topic;
+4. subscribes the stage's inputs on a :class:`~services.core.kafka_bus.KafkaBus` (consumer group
+   ``<prefix>.<stage>``) and rebuilds the stage's state from its input history
+   (:class:`~services.core.lockstep.Participant`);
+5. loops until SIGTERM/SIGINT: the round in progress (or the Kafka batch) is finished, outputs
+   flushed, offsets committed, the consumer group left; exit status 0.
+
+Redis outages never stop a stage: reads raise :class:`~services.core.state.StateUnavailable` to the
+engines that ask (risk then refuses entries), and the writes a service makes on its own behalf
+(heartbeat, OMS snapshot, learner state) go through :class:`GuardedWrites` / :class:`BestEffortState`,
+which log, count and retry them later.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, Literal, TypeVar
+
+import orjson
+from confluent_kafka import KafkaException
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from services.core import keys
+from services.core.calendar import MarketCalendar, default_calendar
+from services.core.clock import Clock, ReplayClock
+from services.core.events import Event
+from services.core.health import HealthServer
+from services.core.kafka_bus import BusError, FatalBusError, KafkaBus, KafkaBusConfig
+from services.core.lockstep import (
+    SOURCE,
+    ControlChannel,
+    HistoryItem,
+    Hooks,
+    LockstepError,
+    Participant,
+    Topology,
+    read_history,
+)
+from services.core.logs import configure_logging
+from services.core.metrics import StageMetrics
+from services.core.redis_state import RedisState
+from services.core.settings import CONFIG_DIR, ConfigError
+from services.core.stage import Output, Stage
+from services.core.state import StateError, StateStore
+from services.wiring import DEFAULT_CALIBRATION, STAGE_ORDER, StageSpec, stage_inputs
+
+log = logging.getLogger(__name__)
+
+BATCH_GAP_S = 0.001
+_SYMBOL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class ServiceSettings(BaseSettings):
+    """Settings of every stage process (env ``DREAMBOT_*``; see ``.env.example`` for each one)."""
+
+    model_config = SettingsConfigDict(env_prefix="DREAMBOT_", extra="ignore", frozen=True)
+
+    session: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+                         description="TradingSession name: prefixes Redis keys (and Kafka topics by default).")
+    symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["SPY"], description="Underlyings, comma-separated (e.g. SPY,QQQ).")
+    kafka_bootstrap: str = Field("127.0.0.1:9092", min_length=1, description="Kafka brokers, host:port[,...].")
+    kafka_topic_prefix: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$",
+        description="Topics are <prefix>.<name> and consumer groups <prefix>.<stage>; default the session.")
+    kafka_partitions: int = Field(3, ge=1, le=1000, description="Partitions of topics this process creates.")
+    kafka_session_timeout_ms: int = Field(10_000, ge=1000, le=300_000,
+                                          description="Consumer liveness timeout (a dead stage's partitions move).")
+    kafka_debug: str | None = Field(None, description="librdkafka debug contexts for the stage's consumer "
+                                    "(e.g. cgrp,fetch); logged as librdkafka lines.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", min_length=1, description="Redis for shared state.")
+    config_dir: Path = Field(CONFIG_DIR, description="Folder with playbooks/risk/events/broker YAML.")
+    calibration: Path | None = Field(DEFAULT_CALIBRATION, description="Calibration JSON (used when it exists).")
+    chain_every_s: float = Field(300.0, gt=0, description="Least event time between chain analyses.")
+    http_port: int = Field(9100, ge=0, le=65535, description="Port of /healthz /readyz /metrics (0: any free).")
+    http_host: str = Field("0.0.0.0", description="Address the HTTP endpoints listen on.")
+    mode: Literal["paper", "live"] = Field("paper", description="paper (default) or live trading.")
+    live_confirm: bool = Field(False, description="Must be true, with mode=live, to send real orders.")
+    replay_source: Path | None = Field(None, description="Bars file or folder the ingest replays.")
+    replay_table: str | None = Field(None, description="DuckDB table of the replay source.")
+    replay_tz: str | None = Field(None, description="Time zone of naive timestamps in the replay source.")
+    replay_seed: int = Field(7, description="Seed of synthetic option chains (and synthetic bars).")
+    replay_sessions: int = Field(1, ge=1, description="Synthetic sessions when no replay source is set.")
+    replay_lockstep: bool = Field(True, description="Replay in lockstep (embedded-identical results).")
+    replay_rate: float = Field(0.0, ge=0, description="Most market-data events per second the ingest sends.")
+    lockstep_stages: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(STAGE_ORDER), description="Stages taking part in the lockstep.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+
+    @field_validator("symbols", "lockstep_stages", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, value: list[str]) -> list[str]:
+        symbols = [s.upper() for s in value]
+        if not symbols:
+            raise ValueError("at least one symbol is needed, e.g. SPY")
+        bad = [s for s in symbols if not set(s) <= _SYMBOL_CHARS]
+        if bad:
+            raise ValueError(f"invalid symbol(s) {', '.join(bad)}")
+        return list(dict.fromkeys(symbols))
+
+    @field_validator("calibration", "replay_source", mode="before")
+    @classmethod
+    def _optional_path(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "none", "null") else value
+
+    @model_validator(mode="after")
+    def _live_needs_confirmation(self) -> ServiceSettings:
+        if self.mode == "live" and not self.live_confirm:
+            raise ValueError("DREAMBOT_MODE=live sends real orders: set DREAMBOT_LIVE_CONFIRM=true to confirm")
+        return self
+
+    @property
+    def topic_prefix(self) -> str:
+        return self.kafka_topic_prefix or self.session
+
+    def stage_spec(self) -> StageSpec:
+        return StageSpec(tuple(self.symbols), self.config_dir, self.calibration, self.chain_every_s)
+
+
+def load_settings(prog: str, **overrides: Any) -> ServiceSettings:
+    """Settings from the environment; a problem prints ``prog: error: <one line>`` and exits 2."""
+    try:
+        return settings_from_env(**overrides)
+    except ConfigError as exc:
+        sys.stderr.write(f"{prog}: error: {exc}\n")
+        raise SystemExit(2) from None
+
+
+def settings_from_env(**overrides: Any) -> ServiceSettings:
+    """Settings from the environment, or one :class:`ConfigError` line naming the variable."""
+    try:
+        return ServiceSettings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err.get("loc", ())
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if not loc:
+            raise ConfigError(msg) from None
+        raise ConfigError(f"environment variable DREAMBOT_{str(loc[0]).upper()}: {msg}") from None
+
+
+# --- Redis writes a service makes on its own behalf ---------------------------------------------
+
+
+class GuardedWrites:
+    """Writes to the StateStore that must never stop the stage: a failure is logged (once per
+    outage), counted, and the caller tries again later; attempts back off while Redis is away."""
+
+    def __init__(self, state: StateStore, metrics: StageMetrics, min_retry_s: float = 0.5,
+                 max_retry_s: float = 5.0) -> None:
+        self.state = state
+        self.metrics = metrics
+        self._min, self._max = min_retry_s, max_retry_s
+        self._delay = 0.0
+        self._next_try = 0.0
+        self.failing = False
+
+    def attempt(self, op: str, write: Callable[[StateStore], None]) -> bool:
+        """Run ``write`` unless backing off; True when it succeeded."""
+        now = time.monotonic()
+        if now < self._next_try:
+            return False
+        try:
+            write(self.state)
+        except StateError as exc:
+            self.metrics.state_failed(op)
+            self._delay = min(self._max, max(self._min, self._delay * 2))
+            self._next_try = now + self._delay
+            if not self.failing:
+                log.warning("state write failed; will retry", extra={"op": op, "error": str(exc)})
+            self.failing = True
+            return False
+        if self.failing:
+            log.info("state writes recovered", extra={"op": op})
+        self.failing = False
+        self._delay = 0.0
+        self.metrics.state_ok()
+        return True
+
+
+class BestEffortState:
+    """A StateStore for writes a stage makes on its own behalf (the ingest heartbeat, the learner's
+    saved state): a failed write never raises; the newest value per key is written again by
+    :meth:`retry` (the service calls it after every round or batch) once Redis answers. While
+    ``muted`` (the stage rebuilding its state) writes are held back; :meth:`release` writes the newest."""
+
+    def __init__(self, writes: GuardedWrites) -> None:
+        self._writes = writes
+        self.muted = False
+        self._pending: dict[str, tuple[bytes, float | None]] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self._writes.state.get(key)
+
+    def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        self._pending[key] = (bytes(value), ttl_s)
+        if not self.muted:
+            self._write(key)
+
+    def _write(self, key: str) -> None:
+        value, ttl = self._pending[key]
+        if self._writes.attempt(f"SET {key}", lambda s: s.set(key, value, ttl)):
+            self._pending.pop(key, None)
+
+    def retry(self) -> None:
+        """Write again what failed (newest value per key)."""
+        if not self.muted:
+            for key in list(self._pending):
+                self._write(key)
+
+    def release(self) -> None:
+        self.muted = False
+        self.retry()
+
+    def delete(self, key: str) -> None:
+        self._pending.pop(key, None)
+        self._writes.attempt(f"DEL {key}", lambda s: s.delete(key))
+
+    def append(self, stream: str, value: bytes, maxlen: int = 10_000) -> None:
+        if not self.muted:
+            self._writes.attempt(f"XADD {stream}", lambda s: s.append(stream, value, maxlen))
+
+    def read(self, stream: str, count: int = 100) -> list[bytes]:
+        return self._writes.state.read(stream, count)
+
+
+class ReplayableState:
+    """The risk engine's StateStore. Live it is Redis. While the stage rebuilds its state (re-handling
+    what it handled before a restart) it answers as Redis did then: the kill switch as risk itself
+    set it (from released), and a current ingest heartbeat (the lockstep writes it before each bar);
+    writes stay in memory. This keeps a rebuild from deciding differently than the first pass."""
+
+    def __init__(self, real: StateStore, clock: Clock) -> None:
+        self.real = real
+        self.clock = clock
+        self.replaying = False
+        self._overlay: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        if not self.replaying:
+            return self.real.get(key)
+        if key == keys.INGEST_HEARTBEAT:
+            return orjson.dumps({"ts": self.clock.now_ns(), "seq": 0})
+        return self._overlay.get(key)
+
+    def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        if self.replaying:
+            self._overlay[key] = bytes(value)
+        else:
+            self.real.set(key, value, ttl_s)
+
+    def delete(self, key: str) -> None:
+        if self.replaying:
+            self._overlay.pop(key, None)
+        else:
+            self.real.delete(key)
+
+    def append(self, stream: str, value: bytes, maxlen: int = 10_000) -> None:
+        if not self.replaying:
+            self.real.append(stream, value, maxlen)
+
+    def read(self, stream: str, count: int = 100) -> list[bytes]:
+        return [] if self.replaying else self.real.read(stream, count)
+
+
+# --- hooks: metrics and per-stage side effects --------------------------------------------------
+
+
+class ServiceHooks(Hooks):
+    """Counts events and latencies; stages extend it (OMS snapshot, kill-switch gauges...)."""
+
+    def __init__(self, metrics: StageMetrics) -> None:
+        self.metrics = metrics
+        self.participant: Participant | None = None
+
+    def root_age_s(self, event_ts: int) -> float | None:
+        """Seconds since the market-data event behind the current step: in lockstep, since the ingest
+        injected it; free-running, since its event time when that is recent (a live feed)."""
+        now = time.time_ns()
+        p = self.participant
+        if p is not None and p.lockstep and p.log is not None and p.log.root_wall_ns:
+            return (now - p.log.root_wall_ns) / 1e9
+        age = (now - event_ts) / 1e9
+        return age if 0 <= age < 3600 else None
+
+    def handled(self, topic: str, event: Event, outputs: list[Output], seconds: float) -> None:
+        m = self.metrics
+        m.count_in(topic)
+        m.observe_processing(seconds)
+        for out in outputs:
+            m.count_out(out.topic)
+
+    def duplicate(self) -> None:
+        self.metrics.duplicates.labels(self.metrics.stage).inc()
+
+    def dead_lettered(self) -> None:
+        self.metrics.dead_letters.labels(self.metrics.stage).inc()
+
+    def round_completed(self, number: int, root_wall_ns: int) -> None:
+        if number >= 0:
+            self.metrics.lockstep_round.labels(self.metrics.stage).set(number)
+
+
+@dataclass
+class StageParts:
+    """What a stage's main module builds for :func:`run_service`."""
+
+    stage: Stage | None
+    clock: ReplayClock | None = None
+    hooks: ServiceHooks | None = None
+    source: Iterator[Output] | None = None
+    uses_state: bool = False
+    on_close: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass
+class ServiceContext:
+    """What a stage builder gets: settings, metrics, calendar and (lazily) the session's Redis."""
+
+    name: str
+    settings: ServiceSettings
+    metrics: StageMetrics
+    calendar: MarketCalendar
+    _state: RedisState | None = None
+
+    @property
+    def state(self) -> RedisState:
+        if self._state is None:
+            s = self.settings
+            self._state = RedisState(s.redis_url, s.session, retries=1, backoff_cap_s=0.05)
+        return self._state
+
+    @property
+    def has_state(self) -> bool:
+        return self._state is not None
+
+
+Builder = Callable[[ServiceContext], StageParts]
+
+
+T = TypeVar("T")
+
+
+def _retry(call: Callable[[], T], what: str, timeout_s: float = 60.0) -> T:
+    """``call()``, retried while Kafka is not ready yet (coordinator loading, leader moving)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except (KafkaException, BusError, LockstepError) as exc:
+            if time.monotonic() > deadline:
+                raise LockstepError(f"{what} unavailable for {timeout_s:.0f}s: {exc}") from exc
+            log.info("kafka not ready yet; retrying", extra={"what": what, "error": str(exc)})
+            time.sleep(0.5)
+
+
+class _Signals:
+    """SIGTERM/SIGINT set ``stop``; the loop finishes what it is doing, then shuts down."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+
+    def install(self) -> None:
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("stop requested", extra={"signal": signal.Signals(signum).name})
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def run_service(name: str, build: Builder, prog: str | None = None) -> int:
+    """Run stage ``name`` (see the module doc); returns the process exit status."""
+    prog = prog or f"python -m services.{name}.main"
+    settings = load_settings(prog)
+    configure_logging(settings.log_level)
+    signals = _Signals()
+    signals.install()
+    metrics = StageMetrics(name)
+    ctx = ServiceContext(name, settings, metrics, default_calendar())
+    try:
+        parts = build(ctx)
+    except ConfigError as exc:
+        sys.stderr.write(f"{prog}: error: {exc}\n")
+        return 2
+    except StateError as exc:  # e.g. the learner restoring its state while Redis is away
+        log.error("stage could not start", extra={"stage": name, "error": str(exc)})
+        return 1
+    runner = _Runner(name, settings, ctx, parts, signals.stop)
+    try:
+        return runner.run()
+    except (FatalBusError, LockstepError) as exc:
+        log.error("stage stopped", extra={"stage": name, "error": str(exc)})
+        return 1
+
+
+class _Runner:
+    def __init__(self, name: str, settings: ServiceSettings, ctx: ServiceContext, parts: StageParts,
+                 stop: threading.Event) -> None:
+        self.name = name
+        self.settings = settings
+        self.ctx = ctx
+        self.parts = parts
+        self.stop = stop
+        self.metrics = ctx.metrics
+        self.hooks = parts.hooks or ServiceHooks(ctx.metrics)
+        self._assigned = False
+        self._redis_ok = (0.0, False)
+        self._reset_consumer = False
+        self._last_reset = 0.0
+        self.participant: Participant | None = None
+        self.health = HealthServer(self.metrics.registry, self.readiness, settings.http_port,
+                                   settings.http_host).start()
+        log.info("http endpoints up", extra={"stage": name, "port": self.health.port,
+                                             "url": f"http://127.0.0.1:{self.health.port}/readyz"})
+
+    # --- readiness -----------------------------------------------------------------------------
+
+    def readiness(self) -> list[str]:
+        reasons: list[str] = []
+        p = self.participant
+        if p is None or not p.started:
+            reasons.append("starting: state not rebuilt yet")
+        if self.parts.stage is not None and not self._assigned:
+            reasons.append("kafka: no partitions assigned yet")
+        if self.parts.uses_state and not self._redis_healthy():
+            reasons.append(f"redis: {self.ctx.state.where} does not answer")
+        self.metrics.ready.labels(self.name).set(0 if reasons else 1)
+        return reasons
+
+    def _redis_healthy(self) -> bool:
+        checked, ok = self._redis_ok
+        if time.monotonic() - checked > 1.0:
+            ok = self.ctx.state.healthy()
+            self._redis_ok = (time.monotonic(), ok)
+        return ok
+
+    # --- run -----------------------------------------------------------------------------------
+
+    def _new_bus(self) -> KafkaBus:
+        s = self.settings
+        # Small messages one hop after another: Nagle's algorithm would hold each for a delayed ACK.
+        low_latency = {"socket.nagle.disable": True}
+        consumer: dict[str, Any] = {**low_latency, "fetch.wait.max.ms": 100}
+        if s.kafka_debug:
+            consumer["debug"] = s.kafka_debug
+        return KafkaBus(KafkaBusConfig(bootstrap=s.kafka_bootstrap, session=s.topic_prefix,
+                                       client_id=f"dreambot-{s.topic_prefix}-{self.name}",
+                                       session_timeout_ms=s.kafka_session_timeout_ms,
+                                       producer=low_latency, consumer=consumer))
+
+    def _subscribe(self, bus: KafkaBus, participant: Participant) -> None:
+        if self.parts.stage is not None:
+            for topic in self.parts.stage.inputs:
+                bus.subscribe(topic, participant.receive_on(topic), group=self.name, dedupe=False)
+
+    def run(self) -> int:
+        s = self.settings
+        self.bus = bus = self._new_bus()
+        channel: ControlChannel | None = None
+        try:
+            bus.ensure_topics(partitions=s.kafka_partitions)
+            topology = self._topology()
+            if topology is not None:
+                channel = ControlChannel(s.kafka_bootstrap, s.topic_prefix, f"dreambot-{s.topic_prefix}-{self.name}")
+                channel.ensure()
+            stage = self.parts.stage
+            participant = Participant(
+                self.name, publisher=bus, stage=stage, source=self.parts.source, clock=self.parts.clock,
+                channel=channel, topology=topology, hooks=self.hooks,
+                refetch=lambda names: read_history(s.kafka_bootstrap, s.topic_prefix, names),
+                on_stall=self._consumer_stalled)
+            self.hooks.participant = participant
+            self._subscribe(bus, participant)
+            self._start(bus, participant)
+            self.participant = participant
+            log.info("stage running", extra={"stage": self.name, "prefix": s.topic_prefix,
+                                             "lockstep": participant.lockstep})
+            self._loop(participant)
+            if stage is not None and not participant.lockstep:
+                now = self.parts.clock.now_ns() if self.parts.clock is not None else time.time_ns()
+                participant.finish_free(now)
+        finally:
+            for close in self.parts.on_close:
+                close()
+            try:
+                self.bus.close()
+            finally:
+                if channel is not None:
+                    channel.close()
+                if self.ctx.has_state:
+                    self.ctx.state.close()
+                self.health.close()
+        log.info("stage stopped", extra={"stage": self.name})
+        return 0
+
+    def _consumer_stalled(self) -> None:
+        """Announced inputs did not arrive: next turn, rejoin the consumer group with a fresh client
+        (seen once after a broker restart: a consumer that never got its partitions back)."""
+        if time.monotonic() - self._last_reset > 60.0:
+            self._reset_consumer = True
+
+    def _replace_bus(self, participant: Participant) -> None:
+        self._reset_consumer = False
+        self._last_reset = time.monotonic()
+        log.warning("rejoining the consumer group with a new Kafka client", extra={"stage": self.name})
+        old, self.bus = self.bus, self._new_bus()
+        participant.publisher = self.bus
+        self._subscribe(self.bus, participant)
+        self._assigned = False
+        try:
+            old.close(timeout_s=10)
+        except BusError as exc:
+            log.warning("old Kafka client did not close cleanly", extra={"error": str(exc)})
+
+    def _topology(self) -> Topology | None:
+        s = self.settings
+        if not s.replay_lockstep:
+            return None
+        stages = [x for x in s.lockstep_stages if x != SOURCE]
+        if self.name != SOURCE and self.name not in stages:
+            return None
+        try:
+            inputs = stage_inputs(stages)
+            return Topology.of(inputs, stages, [*STAGE_ORDER, *[x for x in inputs if x not in STAGE_ORDER]])
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"environment variable DREAMBOT_LOCKSTEP_STAGES: {exc}") from None
+
+    def _start(self, bus: KafkaBus, participant: Participant) -> None:
+        s = self.settings
+        stage = self.parts.stage
+        if stage is None:
+            participant.start()
+            return
+        committed: dict[tuple[str, int], int] = {}
+        if participant.log is None:
+            for topic in stage.inputs:
+                offsets = _retry(functools.partial(bus.committed, self.name, topic), f"committed offsets of {topic}")
+                for part, offset in offsets.items():
+                    if offset >= 0:
+                        committed[(topic, part)] = offset
+        history: list[HistoryItem] = []
+        if participant.log is not None or committed:
+            history = _retry(lambda: read_history(s.kafka_bootstrap, s.topic_prefix, stage.inputs), "input history")
+        participant.start(history, committed)
+
+    def _loop(self, participant: Participant) -> None:
+        last_batch = [0.0]
+
+        def poll(timeout_s: float) -> int:
+            # Free-running under a steady stream, take at most one batch per BATCH_GAP_S: every batch costs
+            # a flush and a synchronous commit (broker work); a stream of tiny batches slows everyone.
+            if not participant.lockstep:
+                gap = BATCH_GAP_S - (time.monotonic() - last_batch[0])
+                if gap > 0:
+                    time.sleep(gap)
+            try:
+                taken = self.bus.poll_once(timeout_s)
+            except FatalBusError:
+                raise
+            except BusError as exc:
+                participant.batch_failed()
+                log.error("batch not committed; it will be handled again", extra={"error": str(exc)})
+                self.stop.wait(0.5)
+                return 0
+            participant.batch_committed()
+            if taken:
+                last_batch[0] = time.monotonic()
+            return taken
+
+        next_check = 0.0
+        while not self.stop.is_set():
+            participant.step(poll, 0.2)
+            if self._reset_consumer:
+                self._replace_bus(participant)
+            if self.parts.stage is not None and not self._assigned:
+                self._assigned = self.bus.assigned()
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = now + 2.0
+                self._periodic(self.bus)
+
+    def _periodic(self, bus: KafkaBus) -> None:
+        if self.parts.stage is None:
+            return
+        self._assigned = bus.assigned()
+        try:
+            lag = bus.lag(self.name, timeout_s=2.0)
+        except Exception as exc:  # the broker may be away; lag is only a metric
+            log.debug("lag unavailable", extra={"error": str(exc)})
+            return
+        per_topic: dict[str, int] = {}
+        prefix = f"{self.settings.topic_prefix}."
+        for (topic, _part), value in lag.items():
+            name = topic.removeprefix(prefix)
+            per_topic[name] = per_topic.get(name, 0) + value
+        self.metrics.set_lag(per_topic)
