@@ -26,6 +26,7 @@ from services.oms.audit import AuditSink
 from services.oms.brokers.paper import PaperBroker
 from services.oms.config import load_broker_config
 from services.oms.engine import OrderManager
+from services.oms.fees import FeeModel
 from services.oms.stage import OmsStage
 from services.risk.config import load_risk_config, read_risk_multiplier
 from services.risk.engine import RiskEngine
@@ -122,7 +123,9 @@ def build_oms(spec: StageSpec, clock: ReplayClock, calendar: MarketCalendar, aud
     """The OMS stage with the paper broker of config/broker.yaml."""
     broker_cfg = load_broker_config(spec.config_dir / "broker.yaml")
     now = engine_clock or clock
-    broker = PaperBroker(now, broker_cfg.paper)
+    # Fees, multiplier and fill model all come from broker.yaml; this wiring always trades paper.
+    broker = PaperBroker(now, broker_cfg.paper,
+                         FeeModel(broker_cfg.fees, broker_cfg.multiplier, broker_cfg.paper.cash_settled_roots))
     manager = OrderManager(broker, now, broker_cfg, audit=audit)
     return OmsStage(manager, clock, calendar)
 
