@@ -224,7 +224,7 @@ def run_services(load: Load, config_dir: Path, rate: float, storage: Path) -> Re
         dep = launcher.up(session, ["SPY"], None, kafka_bootstrap=broker.bootstrap, redis_url=redis.url,
                           storage=storage, stages=STAGE_ORDER, lockstep=False, env=env)
         try:
-            bus = KafkaBus(KafkaBusConfig(bootstrap=broker.bootstrap, session=dep.prefix, linger_ms=5,
+            bus = KafkaBus(KafkaBusConfig(bootstrap=broker.bootstrap, session=dep.prefix, linger_ms=1,
                                           producer={"socket.nagle.disable": True}))
             bus.ensure_topics(partitions=partitions)
             state: StateStore = RedisState(redis.url, session)

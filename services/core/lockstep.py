@@ -692,6 +692,8 @@ class Participant:
         if self.lockstep or not self.started:
             self._buffer.setdefault((topic, digest), deque()).append(event)
             self._arrivals.append((topic, digest))
+            if len(self._arrivals) > 2 * len(self._buffer) + 10_000:  # forget arrivals already handled
+                self._arrivals = deque(k for k in self._arrivals if k in self._buffer)
             return
         if not self.handled.first_time(digest):
             self.hooks.duplicate()

@@ -64,7 +64,6 @@ from services.wiring import DEFAULT_CALIBRATION, STAGE_ORDER, StageSpec, stage_i
 
 log = logging.getLogger(__name__)
 
-BATCH_GAP_S = 0.001
 _SYMBOL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -126,6 +125,15 @@ class ServiceSettings(BaseSettings):
         if bad:
             raise ValueError(f"invalid symbol(s) {', '.join(bad)}")
         return list(dict.fromkeys(symbols))
+
+    @field_validator("lockstep_stages")
+    @classmethod
+    def _known_stages(cls, value: list[str]) -> list[str]:
+        known = (*STAGE_ORDER, "learner")
+        unknown = [x for x in value if x not in known and x != SOURCE]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        return value
 
     @field_validator("calibration", "replay_source", mode="before")
     @classmethod
@@ -415,10 +423,18 @@ def run_service(name: str, build: Builder, prog: str | None = None) -> int:
     except StateError as exc:  # e.g. the learner restoring its state while Redis is away
         log.error("stage could not start", extra={"stage": name, "error": str(exc)})
         return 1
-    runner = _Runner(name, settings, ctx, parts, signals.stop)
+    try:
+        runner = _Runner(name, settings, ctx, parts, signals.stop)
+    except OSError as exc:
+        sys.stderr.write(f"{prog}: error: environment variable DREAMBOT_HTTP_PORT: cannot listen on "
+                         f"{settings.http_host}:{settings.http_port}: {exc.strerror or exc}\n")
+        return 2
     try:
         return runner.run()
-    except (FatalBusError, LockstepError) as exc:
+    except ConfigError as exc:
+        sys.stderr.write(f"{prog}: error: {exc}\n")
+        return 2
+    except (BusError, LockstepError) as exc:
         log.error("stage stopped", extra={"stage": name, "error": str(exc)})
         return 1
 
@@ -488,11 +504,11 @@ class _Runner:
         self.bus = bus = self._new_bus()
         channel: ControlChannel | None = None
         try:
-            bus.ensure_topics(partitions=s.kafka_partitions)
+            _retry(lambda: bus.ensure_topics(partitions=s.kafka_partitions), "topics")
             topology = self._topology()
             if topology is not None:
                 channel = ControlChannel(s.kafka_bootstrap, s.topic_prefix, f"dreambot-{s.topic_prefix}-{self.name}")
-                channel.ensure()
+                _retry(channel.ensure, "the lockstep control topic")
             stage = self.parts.stage
             participant = Participant(
                 self.name, publisher=bus, stage=stage, source=self.parts.source, clock=self.parts.clock,
@@ -574,15 +590,7 @@ class _Runner:
         participant.start(history, committed)
 
     def _loop(self, participant: Participant) -> None:
-        last_batch = [0.0]
-
         def poll(timeout_s: float) -> int:
-            # Free-running under a steady stream, take at most one batch per BATCH_GAP_S: every batch costs
-            # a flush and a synchronous commit (broker work); a stream of tiny batches slows everyone.
-            if not participant.lockstep:
-                gap = BATCH_GAP_S - (time.monotonic() - last_batch[0])
-                if gap > 0:
-                    time.sleep(gap)
             try:
                 taken = self.bus.poll_once(timeout_s)
             except FatalBusError:
@@ -593,8 +601,6 @@ class _Runner:
                 self.stop.wait(0.5)
                 return 0
             participant.batch_committed()
-            if taken:
-                last_batch[0] = time.monotonic()
             return taken
 
         next_check = 0.0

@@ -68,6 +68,7 @@ def test_values_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
         ("DREAMBOT_SESSION", "no spaces", "should match pattern"),
         ("DREAMBOT_REPLAY_RATE", "-1", "greater than or equal to 0"),
         ("DREAMBOT_REPLAY_LOCKSTEP", "maybe", "valid boolean"),
+        ("DREAMBOT_LOCKSTEP_STAGES", "features,bogus", "unknown stage(s) bogus"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(
