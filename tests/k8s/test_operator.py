@@ -258,6 +258,8 @@ def test_live_session_deletion_waits_for_a_flat_book(
         cluster.apply(body)
         wait_for(lambda: "dreambot.io/finalizer"
                  in (_session(cluster, "live-index")["metadata"].get("finalizers") or []), 30, what="finalizer")
+        # The finalizer can land a moment before the reconcile handler has applied the children.
+        wait_for(lambda: cluster.get("deployment", "live-index-oms") is not None, 30, what="OMS deployment")
         oms = cluster.get("deployment", "live-index-oms")
         assert oms is not None
         assert env_of(oms)["TRADIER_ACCESS_TOKEN"] == {
