@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.strategies import EngineRun, bars_frame, run_backtesting, run_backtrader  # noqa: E402
-from services.backtest.inputs import MarketData, load_market_data  # noqa: E402
+from services.app.market_data import MarketData, load_market_data  # noqa: E402
 from services.backtest.main import run_backtest  # noqa: E402
 
 SYMBOLS = ("SPY", "QQQ", "SPX", "NDX")

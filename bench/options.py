@@ -16,11 +16,11 @@ from collections.abc import Callable
 import numpy as np
 
 from services.core.calendar import NEW_YORK, default_calendar
-from services.features.options.black_scholes import Greeks, year_fraction
-from services.features.options.chain import analyze_chain
-from services.features.options.implied_vol import IVResult, IVStatus, implied_vol_greeks
-from services.features.options.svi import fit_svi
 from services.ingest.synthetic_chain import DEFAULT_SURFACES, surface_svi, synthetic_chain
+from services.options.black_scholes import Greeks, year_fraction
+from services.options.chain import analyze_chain
+from services.options.implied_vol import IVResult, IVStatus, implied_vol_greeks
+from services.options.svi import fit_svi
 
 _NOW = int(dt.datetime(2025, 7, 8, 10, 0, tzinfo=NEW_YORK).timestamp()) * 1_000_000_000
 _EXPIRIES = [dt.date(2025, 7, 8), dt.date(2025, 7, 9), dt.date(2025, 7, 11), dt.date(2025, 7, 18), dt.date(2025, 8, 15)]

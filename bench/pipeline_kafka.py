@@ -44,19 +44,19 @@ if str(ROOT) not in sys.path:
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
 
 from services import launcher  # noqa: E402
+from services.app.market_data import SYNTHETIC_START, synthetic_chain_source  # noqa: E402
+from services.app.stages import STAGE_INPUTS, STAGE_ORDER  # noqa: E402
 from services.backtest.embedded import EmbeddedSession, SessionSpec  # noqa: E402
-from services.backtest.inputs import SYNTHETIC_START, synthetic_chain_source  # noqa: E402
 from services.core import keys, topics  # noqa: E402
 from services.core.calendar import NS_PER_S, default_calendar  # noqa: E402
 from services.core.events import Bar, Event, OrderEvent, Quote, decode_msgpack  # noqa: E402
-from services.core.kafka_bus import KafkaBus, KafkaBusConfig  # noqa: E402
-from services.core.lockstep import pipeline_lag  # noqa: E402
 from services.core.redis_state import RedisState  # noqa: E402
 from services.core.settings import CONFIG_DIR  # noqa: E402
 from services.core.stage import Output  # noqa: E402
 from services.core.state import StateStore  # noqa: E402
 from services.ingest.synthetic import synthetic_bars  # noqa: E402
-from services.wiring import STAGE_INPUTS, STAGE_ORDER  # noqa: E402
+from services.runtime.kafka_bus import KafkaBus, KafkaBusConfig  # noqa: E402
+from services.runtime.lockstep import pipeline_lag  # noqa: E402
 from tests.harness.kafka_broker import KafkaBroker  # noqa: E402
 from tests.harness.redis_server import RedisServer  # noqa: E402
 

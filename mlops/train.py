@@ -134,7 +134,7 @@ def read_trades(path: Path) -> list[LabeledTrade]:
 
 def replay_trades(args: argparse.Namespace) -> tuple[list[LabeledTrade], str]:
     """Trades of a backtest replay of ``args.symbols`` (and the data source it read)."""
-    from services.backtest.inputs import load_market_data
+    from services.app.market_data import load_market_data
     from services.backtest.main import run_backtest
 
     data = load_market_data(

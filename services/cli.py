@@ -1,4 +1,4 @@
-"""The `dreambot` command: run (embedded paper session), features, backtest, calibrate."""
+"""The `dreambot` command: run (embedded paper session), features, backtest, calibrate, config, services."""
 
 from __future__ import annotations
 
@@ -11,24 +11,22 @@ from pathlib import Path
 from services.cliutil import OneLineParser, fail, parse_speed
 from services.core.calendar import iso_ny
 from services.core.datasets import SAMPLE_BARS
-from services.core.settings import ConfigError, runtime_settings
+from services.core.settings import ConfigError
 
 PROG = "dreambot"
 
 
 def _run(args: argparse.Namespace) -> int:
+    from services.app.stages import require_paper, session_market_data
     from services.backtest.embedded import SessionRecord
-    from services.backtest.inputs import load_market_data
-    from services.backtest.main import run_backtest, write_outputs
+    from services.backtest.main import config_from_args, run_backtest, write_outputs
 
-    settings = runtime_settings()
-    if settings.mode != "paper":
-        fail(PROG, "`dreambot run` is an embedded paper session; live trading runs as services "
-                   "(DREAMBOT_MODE=live needs the services mode and DREAMBOT_LIVE_CONFIRM)")
-    data_path = None if args.synthetic else (args.data or SAMPLE_BARS)
-    symbols = [s.upper() for s in args.symbol]
-    data = load_market_data(symbols, data_path, table=args.table, tz=args.tz, sessions=args.sessions,
-                            seed=args.seed)
+    args.data = args.data if not args.synthetic else None
+    config = config_from_args(args, args.symbol, synthetic=args.synthetic, default_data=SAMPLE_BARS,
+                              default_sessions=1)
+    require_paper(config, "`dreambot run`")
+    symbols = list(config.symbols)
+    data = session_market_data(config)
     for report in data.reports.values():
         print(f"data: {report.summary()}")
     total = sum(len(b) for b in data.bars.values())
@@ -54,8 +52,7 @@ def _run(args: argparse.Namespace) -> int:
                   f"orders {len(rec.orders):3d}  fills {len(rec.fills):3d}  trades {len(rec.outcomes):3d}  "
                   f"realized pnl {rec.realized_pnl:+10.2f}", flush=True)
 
-    result = run_backtest(symbols, data, config_dir=args.config_dir, calibration=args.calibration,
-                          seed=args.seed, progress=sys.stderr.isatty(), on_step=on_step)
+    result = run_backtest(config, data, progress=sys.stderr.isatty(), on_step=on_step)
     out = args.output_dir
     write_outputs(result, out / "summary.json", out / "trades.json", out)
     s = result.summary
@@ -77,10 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="embedded paper session (bundled real SPY day by default)")
     add_data_args(run)
     run.add_argument("--synthetic", action="store_true", help="replay the deterministic synthetic session")
-    run.add_argument("--symbol", nargs="+", default=["SPY"], help="underlyings (default SPY)")
+    run.add_argument("--symbol", nargs="+", type=str.upper, help="underlyings (default SPY)")
     run.add_argument("--speed", type=parse_speed, default=0.0, help="pace the replay, e.g. 60x (default unpaced)")
     run.add_argument("--output-dir", type=Path, default=Path("storage/run"))
-    run.set_defaults(func=_run, sessions=1)
+    run.set_defaults(func=_run)
 
     feats = sub.add_parser("features", help="export bar features of a data file to CSV or Parquet")
     feats.add_argument("--data", type=Path, required=True)
@@ -90,16 +87,36 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--tz")
     feats.set_defaults(func=_features)
 
-    bt = sub.add_parser("backtest", help="same as python -m services.backtest.main", add_help=False)
-    bt.add_argument("rest", nargs=argparse.REMAINDER)
-    bt.set_defaults(func=lambda a: __import__("services.backtest.main", fromlist=["main"]).main(a.rest))
-    cal = sub.add_parser("calibrate", help="same as python -m services.backtest.calibrate", add_help=False)
-    cal.add_argument("rest", nargs=argparse.REMAINDER)
-    cal.set_defaults(func=lambda a: __import__("services.backtest.calibrate", fromlist=["main"]).main(a.rest))
-    svc = sub.add_parser("services", help="same as python -m services.launcher (up | status | down)", add_help=False)
-    svc.add_argument("rest", nargs=argparse.REMAINDER)
-    svc.set_defaults(func=lambda a: __import__("services.launcher", fromlist=["main"]).main(a.rest))
+    for name, target in PASSTHROUGH.items():
+        sub.add_parser(name, help=f"same as python -m {target} (run `dreambot {name} --help`)", add_help=False)
+
+    cfg = sub.add_parser("config", help="print the effective session configuration and where each value comes from")
+    cfg.add_argument("--session-file", type=Path, help="session YAML (SessionConfig fields)")
+    cfg.add_argument("--env-file", type=Path, help=".env file to read (default .env when present)")
+    cfg.add_argument("--json", action="store_true", help="print the configuration as JSON (credentials left out)")
+    cfg.set_defaults(func=_config)
     return p
+
+
+#: Subcommands that are another module's CLI, flags and all.
+PASSTHROUGH = {
+    "backtest": "services.backtest.main",
+    "calibrate": "services.backtest.calibrate",
+    "services": "services.launcher",
+}
+
+
+def _config(args: argparse.Namespace) -> int:
+    import json
+
+    from services.core.session_config import describe, load_session_config
+
+    loaded = load_session_config(session_file=args.session_file, env_file=args.env_file)
+    if args.json:
+        print(json.dumps(loaded.config.session_file_dict(), indent=2, sort_keys=True))
+    else:
+        print("\n".join(describe(loaded)))
+    return 0
 
 
 def _features(args: argparse.Namespace) -> int:
@@ -115,6 +132,12 @@ def _features(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:
+        import importlib
+
+        module = importlib.import_module(PASSTHROUGH[argv[0]])
+        return int(module.main(argv[1:], prog=f"{PROG} {argv[0]}"))
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -29,10 +29,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.app.stages import STAGE_ORDER, stage_inputs
 from services.cliutil import OneLineParser, fail
-from services.core.lockstep import ControlChannel, RoundLog, Topology
-from services.core.settings import PROJECT_ROOT
-from services.wiring import STAGE_ORDER, stage_inputs
+from services.core.session_config import load_session_config
+from services.core.settings import PROJECT_ROOT, ConfigError
+from services.runtime.lockstep import ControlChannel, RoundLog, Topology
 
 PROG = "python -m services.launcher"
 STAGES: tuple[str, ...] = ("ingest", *STAGE_ORDER)
@@ -186,7 +187,7 @@ class Deployment:
         return Topology.of(stage_inputs(stages), stages, [*STAGE_ORDER, *(s for s in stages if s not in STAGE_ORDER)])
 
     def replay_log(self) -> RoundLog:
-        """The lockstep's state as of now (see :mod:`services.core.lockstep`)."""
+        """The lockstep's state as of now (see :mod:`services.runtime.lockstep`)."""
         channel = ControlChannel(self.bootstrap, self.prefix, f"dreambot-{self.prefix}-launcher")
         try:
             rounds = RoundLog(self.topology())
@@ -297,6 +298,8 @@ def up(
     if data is not None:
         base["DREAMBOT_REPLAY_SOURCE"] = str(Path(data).resolve())
     base.update(env or {})
+    # Every stage process loads its SessionConfig from this environment: refuse a bad one here, once.
+    load_session_config(environ=base)
     deployment = Deployment(session, directory, base)
     try:
         for name in stages:
@@ -323,8 +326,8 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--data", type=Path, help="bars the ingest replays (default: synthetic bars)")
     u.add_argument("--table", help="DuckDB table of --data")
     u.add_argument("--tz", help="time zone of naive timestamps in --data")
-    u.add_argument("--kafka-bootstrap", default=os.environ.get("DREAMBOT_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
-    u.add_argument("--redis-url", default=os.environ.get("DREAMBOT_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    u.add_argument("--kafka-bootstrap", help="Kafka brokers (default: the session config's kafka.bootstrap)")
+    u.add_argument("--redis-url", help="Redis URL (default: the session config's redis.url)")
     u.add_argument("--config-dir", type=Path, help="folder of the YAML configs (default config/)")
     u.add_argument("--storage", type=Path, default=DEFAULT_STORAGE)
     u.add_argument("--no-lockstep", action="store_true", help="free-running replay (no embedded parity)")
@@ -337,12 +340,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    parser = _parser()
+    parser.prog = prog
+    args = parser.parse_args(argv)
     try:
         if args.command == "up":
+            if args.kafka_bootstrap is None or args.redis_url is None:
+                defaults = load_session_config().config
+                args.kafka_bootstrap = args.kafka_bootstrap or defaults.kafka.bootstrap
+                args.redis_url = args.redis_url or defaults.redis.url
             if args.data is not None and not args.data.exists():
-                fail(PROG, f"--data {args.data}: no such file or folder")
+                fail(prog, f"--data {args.data}: no such file or folder")
             extra: dict[str, str] = {}
             if args.config_dir is not None:
                 extra["DREAMBOT_CONFIG_DIR"] = str(args.config_dir.resolve())
@@ -370,7 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:9s} {state:8s} pid {svc.pid:<7d} readyz: {ready}")
         return 0
     except LaunchError as exc:
-        fail(PROG, str(exc).splitlines()[0], 1)
+        fail(prog, str(exc).splitlines()[0], 1)
+    except ConfigError as exc:
+        fail(prog, str(exc))
 
 
 if __name__ == "__main__":

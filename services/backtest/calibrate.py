@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from services.backtest.inputs import load_market_data
-from services.backtest.main import SYMBOLS, add_data_args, run_backtest
+from services.app.stages import session_market_data
+from services.backtest.main import SYMBOLS, add_data_args, config_from_args, run_backtest
 from services.backtest.reports import summarize, write_json
 from services.cliutil import OneLineParser, fail
 from services.core.events import TradeOutcome
@@ -74,22 +74,24 @@ def derive(outcomes: Sequence[TradeOutcome], default_pot: float) -> dict[str, An
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m services.backtest.calibrate", description=__doc__.splitlines()[0])
     p.add_argument("--symbols", nargs="+", required=True, type=str.upper, choices=SYMBOLS)
-    add_data_args(p)
+    add_data_args(p, calibration=False)
     p.add_argument("--output", type=Path, default=Path("backtests/calibration.json"))
     return p
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m services.backtest.calibrate") -> int:
-    args = parser().parse_args(argv)
-    if args.sessions < 1:
+    p = parser()
+    p.prog = prog
+    args = p.parse_args(argv)
+    if args.sessions is not None and args.sessions < 1:
         fail(prog, "--sessions must be >= 1")
+    # Calibrate from the uncalibrated strategy: the replay must not read the file it is writing.
+    args.calibration = "none"
     try:
-        playbooks = load_playbooks(args.config_dir / "playbooks.yaml")
-        data = load_market_data(args.symbols, args.data, table=args.table, tz=args.tz,
-                                sessions=args.sessions, seed=args.seed)
-        # Calibrate from the uncalibrated strategy: the replay must not read the file it is writing.
-        result = run_backtest(args.symbols, data, config_dir=args.config_dir, calibration=None,
-                              seed=args.seed, progress=sys.stderr.isatty())
+        config = config_from_args(args, args.symbols)
+        playbooks = load_playbooks(config.config_dir / "playbooks.yaml")
+        data = session_market_data(config)
+        result = run_backtest(config, data, progress=sys.stderr.isatty())
     except (DataSourceError, ConfigError) as exc:
         fail(prog, str(exc))
     outcomes = result.record.outcomes

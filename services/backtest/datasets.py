@@ -14,7 +14,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from services.backtest.inputs import START_PRICES, SYNTHETIC_START
+from services.app.market_data import START_PRICES, SYNTHETIC_START
 from services.cliutil import OneLineParser
 from services.core.datasets import QQQ_1MIN_UTC, SPY_1MIN, real_file
 from services.core.events import Bar

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from services.app.stages import build_stages, require_paper
 from services.core import topics
 from services.core.bus import InProcessBus
 from services.core.calendar import MarketCalendar, default_calendar
@@ -25,7 +25,7 @@ from services.core.events import (
     SignalIntent,
     TradeOutcome,
 )
-from services.core.settings import CONFIG_DIR
+from services.core.session_config import SessionConfig
 from services.core.stage import Output, Stage
 from services.core.state import MemoryState
 from services.oms.audit import AuditSink
@@ -33,20 +33,8 @@ from services.oms.engine import OrderManager
 from services.oms.stage import OmsStage
 from services.risk.engine import RiskEngine
 from services.risk.stage import RiskStage
-from services.wiring import DEFAULT_CALIBRATION, StageSpec, build_stages
 
-__all__ = ["DEFAULT_CALIBRATION", "EmbeddedSession", "SessionRecord", "SessionSpec"]
-
-
-@dataclass(frozen=True)
-class SessionSpec:
-    """What an embedded session trades and with which configuration."""
-
-    symbols: tuple[str, ...]
-    config_dir: Path = CONFIG_DIR
-    calibration: Path | None = DEFAULT_CALIBRATION
-    chain_every_s: float = 300.0
-    session: str = "embedded"
+__all__ = ["EmbeddedSession", "SessionRecord"]
 
 
 @dataclass
@@ -93,16 +81,17 @@ class EmbeddedSession:
 
     def __init__(
         self,
-        spec: SessionSpec,
+        config: SessionConfig,
         *,
         calendar: MarketCalendar | None = None,
         audit: AuditSink | None = None,
         state: MemoryState | None = None,
     ) -> None:
-        self.spec = spec
+        require_paper(config, "an embedded session")
+        self.config = config
         self.calendar = calendar or default_calendar()
         self.clock = ReplayClock()
-        self.state = state or MemoryState(prefix=spec.session, now_s=lambda: self.clock.now_ns() / 1e9)
+        self.state = state or MemoryState(prefix=config.name, now_s=lambda: self.clock.now_ns() / 1e9)
         self.bus = InProcessBus()
         self.record = SessionRecord()
         self.stages = self._build(audit)
@@ -114,9 +103,7 @@ class EmbeddedSession:
             self.bus.subscribe(topic, self.record.on_event, group="recorder")
 
     def _build(self, audit: AuditSink | None) -> list[Stage]:
-        spec = self.spec
-        stage_spec = StageSpec(spec.symbols, spec.config_dir, spec.calibration, spec.chain_every_s)
-        return build_stages(stage_spec, self.clock, self.state, self.calendar, audit)
+        return build_stages(self.config, self.clock, self.state, self.calendar, audit)
 
     def _deliver(self, stage: Stage, topic: str) -> Callable[[Event], None]:
         publish = self.bus.publish

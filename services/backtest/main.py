@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.backtest.embedded import DEFAULT_CALIBRATION, EmbeddedSession, SessionRecord, SessionSpec
-from services.backtest.inputs import MarketData, load_market_data, synthetic_chain_source
+from services.app.market_data import MarketData
+from services.app.stages import build_feed, session_market_data
+from services.backtest.embedded import EmbeddedSession, SessionRecord
 from services.backtest.reports import summarize, write_json, write_summary_csv, write_trades
 from services.cliutil import OneLineParser, fail
 from services.core.calendar import iso_ny
-from services.core.settings import CONFIG_DIR, ConfigError
-from services.ingest.feed import ReplayFeed, merge_bars
+from services.core.session_config import SessionConfig, load_session_config
+from services.core.settings import ConfigError
 from services.ingest.sources import DataSourceError
 
 SYMBOLS = ("SPY", "QQQ", "SPX", "NDX")
@@ -40,19 +41,16 @@ class BacktestResult:
 
 
 def run_backtest(
-    symbols: Sequence[str],
+    config: SessionConfig,
     data: MarketData,
     *,
-    config_dir: Path = CONFIG_DIR,
-    calibration: Path | None = DEFAULT_CALIBRATION,
-    seed: int = 7,
     progress: bool = False,
     on_step: Callable[[SessionRecord], None] | None = None,
 ) -> BacktestResult:
     """Replay ``data`` through every stage with the paper broker and summarise the trades."""
-    session = EmbeddedSession(SessionSpec(tuple(symbols), config_dir=config_dir, calibration=calibration))
-    feed = ReplayFeed(merge_bars(list(data.bars.values())), synthetic_chain_source(seed, session.calendar),
-                      session.state, session.calendar, modeled_quotes=True)
+    symbols = list(config.symbols)
+    session = EmbeddedSession(config)
+    feed = build_feed(config, session.state, session.calendar, data)
     total = sum(len(b) for b in data.bars.values())
     step = on_step
     if progress:
@@ -103,18 +101,46 @@ def write_outputs(result: BacktestResult, output: Path, trades_output: Path, rep
     write_fill_quality(result, reports_dir / "fill_quality.csv")
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
-    """--data/--table/--tz/--sessions/--seed, shared by every replaying command."""
+def add_data_args(p: argparse.ArgumentParser, *, calibration: bool = True) -> None:
+    """--data/--table/--tz/--sessions/--seed/--config-dir/--calibration/--session-file, shared by every
+    replaying command. Unset flags leave the value to the environment, .env, the session file or the default."""
     p.add_argument("--data", type=Path, help="bars file (.csv, .parquet, .duckdb) or flat-file folder; "
                    "omitted: deterministic synthetic bars")
     p.add_argument("--table", help="DuckDB table (e.g. bars_intraday)")
     p.add_argument("--tz", help="time zone of naive timestamps (default: UTC if the file name says utc, "
                    "else America/New_York)")
-    p.add_argument("--sessions", type=int, default=5, help="synthetic sessions when no --data (default 5)")
-    p.add_argument("--seed", type=int, default=7, help="seed of synthetic bars and option chains")
-    p.add_argument("--config-dir", type=Path, default=CONFIG_DIR, help="folder of the YAML configs")
-    p.add_argument("--calibration", type=Path, default=DEFAULT_CALIBRATION,
-                   help="calibration JSON read by signals and risk (used when it exists)")
+    p.add_argument("--sessions", type=int, help="synthetic sessions when no --data (default 5)")
+    p.add_argument("--seed", type=int, help="seed of synthetic bars and option chains (default 7)")
+    p.add_argument("--config-dir", type=Path, help="folder of the YAML configs (default config/)")
+    if calibration:
+        p.add_argument("--calibration", help="calibration JSON read by signals and risk when it exists; none: off "
+                       "(default backtests/calibration.json)")
+    p.add_argument("--session-file", type=Path, help="session YAML (SessionConfig fields)")
+
+
+def config_from_args(args: argparse.Namespace, symbols: Sequence[str] | None, *, synthetic: bool = False,
+                     default_data: Path | None = None, default_sessions: int = 5) -> SessionConfig:
+    """The SessionConfig of a replaying command: its flags over the other sources.
+
+    Without ``--data`` the replay is whatever the other sources name, else ``default_data`` (None:
+    synthetic bars); ``--synthetic`` forces synthetic bars.
+    """
+    replay: dict[str, object] = {"table": args.table, "tz": args.tz, "seed": args.seed,
+                                 "sessions": args.sessions if args.sessions is not None else default_sessions}
+    market: dict[str, object] = {"replay": replay}
+    if synthetic:
+        market["source"] = "synthetic"
+    elif args.data is not None:
+        market["source"], replay["path"] = "replay", args.data
+    cli: dict[str, object] = {"symbols": list(symbols) if symbols else None, "config_dir": args.config_dir,
+                              "calibration": {"path": args.calibration}, "market_data": market}
+    loaded = load_session_config(cli, session_file=args.session_file)
+    unset = loaded.origin(("market_data", "source")) == "default" and loaded.origin(
+        ("market_data", "replay", "path")) == "default"
+    if default_data is not None and not synthetic and unset:
+        market["source"], replay["path"] = "replay", default_data
+        loaded = load_session_config(cli, session_file=args.session_file)
+    return loaded.config
 
 
 def parser() -> argparse.ArgumentParser:
@@ -128,14 +154,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m services.backtest.main") -> int:
-    args = parser().parse_args(argv)
-    if args.sessions < 1:
+    p = parser()
+    p.prog = prog
+    args = p.parse_args(argv)
+    if args.sessions is not None and args.sessions < 1:
         fail(prog, "--sessions must be >= 1")
     try:
-        data = load_market_data([args.symbol], args.data, table=args.table, tz=args.tz,
-                                sessions=args.sessions, seed=args.seed)
-        result = run_backtest([args.symbol], data, config_dir=args.config_dir, calibration=args.calibration,
-                              seed=args.seed, progress=sys.stderr.isatty())
+        config = config_from_args(args, [args.symbol])
+        data = session_market_data(config)
+        result = run_backtest(config, data, progress=sys.stderr.isatty())
     except (DataSourceError, ConfigError) as exc:
         fail(prog, str(exc))
     write_outputs(result, args.output, args.trades_output, args.reports_dir)

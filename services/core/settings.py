@@ -1,4 +1,5 @@
-"""Settings: pydantic-settings classes read from env (DREAMBOT_*) and YAML files under config/.
+"""YAML config loading (files under config/) and the one-line ConfigError; the session's settings
+themselves are :mod:`services.core.session_config`.
 
 Every error becomes one :class:`ConfigError` line naming the file or variable and the field, so a
 CLI can print it instead of a traceback.
@@ -7,11 +8,10 @@ CLI can print it instead of a traceback.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ValidationError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "config"
@@ -51,30 +51,3 @@ def load_model(path: Path, model: type[M]) -> M:
         return model.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, str(path))) from None
-
-
-class RuntimeSettings(BaseSettings):
-    """Process-wide settings shared by every stage (env: DREAMBOT_*)."""
-
-    model_config = SettingsConfigDict(env_prefix="DREAMBOT_", extra="ignore", frozen=True)
-
-    session: str = Field("default", description="Session name; prefixes Kafka topics and Redis keys.")
-    mode: Literal["paper", "live"] = Field("paper", description="paper (default) or live trading.")
-    live_confirm: bool = Field(False, description="Must be true, with mode=live, to send real orders.")
-    config_dir: Path = Field(CONFIG_DIR, description="Folder holding broker/playbooks/risk/events YAML.")
-    data_dir: Path = Field(
-        PROJECT_ROOT.parent / "shared" / "data",
-        description="Folder with the real recordings used by tests and benchmarks.",
-    )
-    storage_dir: Path = Field(PROJECT_ROOT / "storage", description="Where runs write their outputs.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
-
-
-def runtime_settings(**overrides: Any) -> RuntimeSettings:
-    """RuntimeSettings from env, or one ConfigError line naming the variable."""
-    try:
-        return RuntimeSettings(**overrides)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = str(err.get("loc", ("?",))[0])
-        raise ConfigError(f"environment variable DREAMBOT_{field.upper()}: {err.get('msg')}") from None

@@ -24,7 +24,7 @@ Microstructure features (:mod:`.microstructure`), as of the vector's ``ts``: ``s
 ``spread_bps``, ``microprice``, ``ofi``, ``trade_imbalance``, ``quote_intensity``,
 ``trade_intensity``.
 
-Chain features: whatever ``services.features.options.chain.chain_features`` returns for the last
+Chain features: whatever ``services.options.chain.chain_features`` returns for the last
 chain snapshot (non-finite values dropped), under its own names.
 
 Every vector carries the union of the three groups. A bar's vector has ``ts = bar.ts +
@@ -300,7 +300,7 @@ class FeatureEngine:
         if snapshot.underlying != self.symbol:
             raise ValueError(f"chain for {snapshot.underlying!r} sent to the {self.symbol!r} feature engine")
         # Imported here so the bar/quote features work without the options package.
-        from services.features.options.chain import chain_features
+        from services.options.chain import chain_features
 
         raw: dict[str, Any] = chain_features(
             snapshot, snapshot.ts, rate=self.config.rate, calendar=self._calendar

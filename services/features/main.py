@@ -1,20 +1,16 @@
 """The features service: market data in, one FeatureVector per bar out (``python -m services.features.main``).
 
-Settings come from the environment (``.env.example``); see :mod:`services.core.service`.
+Built by the composition root (:func:`services.app.services.run_stage`) from the session's
+SessionConfig; ``--help`` lists the flags, ``--check`` validates the configuration and exits.
 """
 
 from __future__ import annotations
 
-from services.core.service import ServiceContext, StageParts, run_service
-from services.wiring import build_features
-
-
-def build(ctx: ServiceContext) -> StageParts:
-    return StageParts(build_features(ctx.settings.stage_spec(), ctx.calendar))
+from services.app.services import run_stage
 
 
 def main() -> int:
-    return run_service("features", build)
+    return run_stage("features")
 
 
 if __name__ == "__main__":

@@ -3,84 +3,25 @@
 The source is ``DREAMBOT_REPLAY_SOURCE`` (a bars file or flat-file folder; ``DREAMBOT_REPLAY_TABLE`` and
 ``DREAMBOT_REPLAY_TZ`` as for the backtest) or, when unset, deterministic synthetic bars
 (``DREAMBOT_REPLAY_SESSIONS``). It is the same feed a backtest replays
-(:func:`services.wiring.build_replay_feed`): chains, modeled quotes and bars per bar, the ingest
+(:func:`services.app.stages.build_replay_feed`): chains, modeled quotes and bars per bar, the ingest
 heartbeat written to Redis as it goes (a failed write is logged and counted, never fatal).
 
 With ``DREAMBOT_REPLAY_LOCKSTEP=true`` (default) the ingest is the lockstep's source: it publishes the
-next event only when the pipeline has finished with the previous one (:mod:`services.core.lockstep`),
+next event only when the pipeline has finished with the previous one (:mod:`services.runtime.lockstep`),
 so the run equals the embedded one byte for byte, and a restarted ingest continues where it stopped.
 Without lockstep it publishes as fast as ``DREAMBOT_REPLAY_RATE`` allows and then idles.
+
+Built by the composition root (:func:`services.app.services.run_stage`) from the session's
+SessionConfig; ``--help`` lists the flags, ``--check`` validates the configuration and exits.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Iterator
-
-from services.backtest.inputs import load_market_data
-from services.core.clock import ReplayClock
-from services.core.metrics import StageMetrics
-from services.core.service import (
-    BestEffortState,
-    GuardedWrites,
-    ServiceContext,
-    ServiceHooks,
-    StageParts,
-    run_service,
-)
-from services.core.settings import ConfigError
-from services.core.stage import Output
-from services.ingest.sources import DataSourceError
-from services.wiring import build_replay_feed
-
-
-def paced(outputs: Iterable[Output], rate: float) -> Iterator[Output]:
-    """``outputs`` at most ``rate`` per second (0: unpaced)."""
-    if rate <= 0:
-        yield from outputs
-        return
-    interval = 1.0 / rate
-    next_at = time.monotonic()
-    for out in outputs:
-        delay = next_at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        next_at = max(next_at + interval, time.monotonic() - 1.0)
-        yield out
-
-
-class IngestHooks(ServiceHooks):
-    def __init__(self, metrics: StageMetrics, heartbeat: BestEffortState) -> None:
-        super().__init__(metrics)
-        self.heartbeat = heartbeat
-
-    def replaying(self, active: bool) -> None:
-        if active:
-            self.heartbeat.muted = True
-        else:
-            self.heartbeat.release()
-
-    def injected(self, root: Output) -> None:
-        self.metrics.count_out(root.topic)
-
-
-def build(ctx: ServiceContext) -> StageParts:
-    s = ctx.settings
-    try:
-        data = load_market_data(s.symbols, s.replay_source, table=s.replay_table, tz=s.replay_tz,
-                                sessions=s.replay_sessions, seed=s.replay_seed)
-    except DataSourceError as exc:
-        raise ConfigError(f"environment variable DREAMBOT_REPLAY_SOURCE: {exc}") from None
-    # The heartbeat is tried on every bar (a failing write is quick): once Redis is back risk sees a
-    # fresh heartbeat at once.
-    heartbeat = BestEffortState(GuardedWrites(ctx.state, ctx.metrics, min_retry_s=0.0, max_retry_s=0.0))
-    feed = build_replay_feed(data.bars, heartbeat, ctx.calendar, s.replay_seed)
-    return StageParts(None, ReplayClock(), IngestHooks(ctx.metrics, heartbeat),
-                      source=paced(feed, s.replay_rate), uses_state=True)
+from services.app.services import run_stage
 
 
 def main() -> int:
-    return run_service("ingest", build)
+    return run_stage("ingest")
 
 
 if __name__ == "__main__":

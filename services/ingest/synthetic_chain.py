@@ -26,8 +26,8 @@ import numpy as np
 
 from services.core.calendar import MarketCalendar, default_calendar
 from services.core.events import ChainSnapshot, OptionQuote, occ_symbol
-from services.features.options.black_scholes import black76_greeks, year_fraction
-from services.features.options.svi import SVIParams, svi_implied_vol
+from services.options.black_scholes import black76_greeks, year_fraction
+from services.options.svi import SVIParams, svi_implied_vol
 
 # Roots of PM-settled index options: SPXW (weeklies and dailies) and NDXP.
 OPTION_ROOTS: Final = {"SPX": "SPXW", "NDX": "NDXP"}

@@ -21,8 +21,8 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.core.feature_names import KNOWN_FEATURES
 from services.core.settings import CONFIG_DIR, load_model
-from services.signals.playbooks import KNOWN_FEATURES
 
 CONTEXT_FEATURES: Final[frozenset[str]] = frozenset(
     {

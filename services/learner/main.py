@@ -6,49 +6,18 @@ outcome it learns from. A save that fails while Redis is away is kept and writte
 next batch, so learning never stops and never raises. The embedded runner has no learner, so the
 learner is not part of a lockstep replay unless ``DREAMBOT_LOCKSTEP_STAGES`` names it (and every
 process of the session agrees); by default it consumes free-running. Settings: ``.env.example``.
+
+Built by the composition root (:func:`services.app.services.run_stage`) from the session's
+SessionConfig; ``--help`` lists the flags, ``--check`` validates the configuration and exits.
 """
 
 from __future__ import annotations
 
-from services.core.metrics import StageMetrics
-from services.core.service import (
-    BestEffortState,
-    GuardedWrites,
-    ServiceContext,
-    ServiceHooks,
-    StageParts,
-    run_service,
-)
-from services.learner.config import load_learner_config
-from services.learner.engine import LearnerEngine
-from services.learner.stage import LearnerStage
-
-
-class LearnerHooks(ServiceHooks):
-    def __init__(self, metrics: StageMetrics, state: BestEffortState) -> None:
-        super().__init__(metrics)
-        self.state = state
-
-    def replaying(self, active: bool) -> None:
-        if active:
-            self.state.muted = True
-        else:
-            self.state.release()
-
-    def round_completed(self, number: int, root_wall_ns: int) -> None:
-        super().round_completed(number, root_wall_ns)
-        self.state.retry()
-
-
-def build(ctx: ServiceContext) -> StageParts:
-    config = load_learner_config(ctx.settings.config_dir / "learner.yaml")
-    state = BestEffortState(GuardedWrites(ctx.state, ctx.metrics))
-    stage = LearnerStage(LearnerEngine(config), state)
-    return StageParts(stage, hooks=LearnerHooks(ctx.metrics, state), uses_state=True)
+from services.app.services import run_stage
 
 
 def main() -> int:
-    return run_service("learner", build)
+    return run_stage("learner")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from services.core.events import (
     TradeOutcome,
 )
 from services.oms.audit import AuditSink, event_record
-from services.oms.brokers.base import EXPIRY_REASON, Broker, BrokerError, create_broker
+from services.oms.brokers.base import EXPIRY_REASON, Broker, BrokerError
 from services.oms.config import BrokerConfig
 from services.oms.orders import (
     ContractSymbolError,
@@ -126,11 +126,6 @@ class OrderManager:
         self._last_quote: dict[str, OptionQuote] = {}
         self._underlying_px: dict[str, float] = {}
         self._terms: dict[str, OptionContract | None] = {}
-
-    @classmethod
-    def from_config(cls, config: BrokerConfig, clock: Clock, audit: AuditSink | None = None) -> OrderManager:
-        """An OrderManager working orders at the broker ``config`` names (paper by default)."""
-        return cls(create_broker(config, clock), clock, config, audit)
 
     # -- inputs -------------------------------------------------------------------------------
 

@@ -5,45 +5,18 @@ The kill switch and the ingest heartbeat are read from Redis (:class:`~services.
 while Redis does not answer the engine refuses every entry with ``state_unavailable`` and the stage
 keeps running; it recovers by itself when Redis is back. Gauges: kill switch, the day's PnL, state
 availability. Settings come from the environment (``.env.example``).
+
+Built by the composition root (:func:`services.app.services.run_stage`) from the session's
+SessionConfig; ``--help`` lists the flags, ``--check`` validates the configuration and exits.
 """
 
 from __future__ import annotations
 
-from services.core.clock import ReplayClock
-from services.core.metrics import StageMetrics
-from services.core.service import ReplayableState, ServiceContext, ServiceHooks, StageParts, run_service
-from services.risk.stage import RiskStage
-from services.wiring import build_risk
-
-
-class RiskHooks(ServiceHooks):
-    def __init__(self, metrics: StageMetrics, stage: RiskStage, state: ReplayableState) -> None:
-        super().__init__(metrics)
-        self.stage = stage
-        self.state = state
-
-    def replaying(self, active: bool) -> None:
-        self.state.replaying = active
-
-    def round_completed(self, number: int, root_wall_ns: int) -> None:
-        super().round_completed(number, root_wall_ns)
-        snap = self.stage.engine.snapshot()
-        m, stage = self.metrics, self.metrics.stage
-        m.kill_switch.labels(stage).set(1 if snap.kill_switch.engaged else 0)
-        m.pnl.labels(stage, "realized").set(snap.realized_pnl_usd)
-        m.pnl.labels(stage, "unrealized").set(snap.unrealized_pnl_usd)
-        m.state_available.labels(stage).set(1 if snap.state_available else 0)
-
-
-def build(ctx: ServiceContext) -> StageParts:
-    clock = ReplayClock()
-    state = ReplayableState(ctx.state, clock)
-    stage = build_risk(ctx.settings.stage_spec(), clock, state, ctx.calendar)
-    return StageParts(stage, clock, RiskHooks(ctx.metrics, stage, state), uses_state=True)
+from services.app.services import run_stage
 
 
 def main() -> int:
-    return run_service("risk", build)
+    return run_stage("risk")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Contract selection over plain per-contract records.
 
-The chain analysis (``services.features.options.chain.analyze_chain``: IVs, Greeks and probability
+The chain analysis (``services.options.chain.analyze_chain``: IVs, Greeks and probability
 of touch per quote) is turned into :class:`ContractRecord` rows once per chain snapshot; everything
 else here is a pure function of those rows, so tests hand-build them.
 
@@ -32,8 +32,8 @@ import numpy as np
 
 from services.core.calendar import MarketCalendar
 from services.core.events import ChainSnapshot
-from services.features.options.chain import ChainAnalysis, analyze_chain
-from services.features.options.implied_vol import IVStatus
+from services.options.chain import ChainAnalysis, analyze_chain
+from services.options.implied_vol import IVStatus
 from services.signals.playbooks import ContractRules, fmt
 
 Right = Literal["C", "P"]

@@ -3,32 +3,18 @@
 Exports ``dreambot_tick_to_intent_seconds``: in a lockstep replay, from the ingest injecting the
 market-data event to the intent being published; free-running, from the intent's event time when it is
 recent (a live feed). Settings come from the environment (``.env.example``).
+
+Built by the composition root (:func:`services.app.services.run_stage`) from the session's
+SessionConfig; ``--help`` lists the flags, ``--check`` validates the configuration and exits.
 """
 
 from __future__ import annotations
 
-from services.core.events import Event, SignalIntent
-from services.core.service import ServiceContext, ServiceHooks, StageParts, run_service
-from services.core.stage import Output
-from services.wiring import build_signals
-
-
-class SignalHooks(ServiceHooks):
-    def handled(self, topic: str, event: Event, outputs: list[Output], seconds: float) -> None:
-        super().handled(topic, event, outputs, seconds)
-        for out in outputs:
-            if isinstance(out.event, SignalIntent):
-                age = self.root_age_s(out.event.ts)
-                if age is not None:
-                    self.metrics.observe(self.metrics.tick_to_intent, age)
-
-
-def build(ctx: ServiceContext) -> StageParts:
-    return StageParts(build_signals(ctx.settings.stage_spec(), ctx.calendar), hooks=SignalHooks(ctx.metrics))
+from services.app.services import run_stage
 
 
 def main() -> int:
-    return run_service("signals", build)
+    return run_stage("signals")
 
 
 if __name__ == "__main__":

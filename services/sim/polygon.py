@@ -333,9 +333,9 @@ def chain_expiries(asof_ns: int) -> list[dt.date]:
 
 @lru_cache(maxsize=64)
 def _chain_cached(symbol: str, spot: float, asof_ns: int) -> tuple[ChainSnapshot, list[dict[str, Any]]]:
-    from services.features.options.black_scholes import year_fraction
-    from services.features.options.implied_vol import implied_vol_greeks
     from services.ingest.synthetic_chain import synthetic_chain
+    from services.options.black_scholes import year_fraction
+    from services.options.implied_vol import implied_vol_greeks
 
     day = ny_date(asof_ns)
     snap = synthetic_chain(symbol, spot, asof_ns, chain_expiries(asof_ns), seed=int(day.strftime("%Y%m%d")))

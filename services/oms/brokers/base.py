@@ -18,9 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from services.core.clock import Clock
 from services.core.events import OptionQuote, OrderEvent, OrderRequest, Side
-from services.oms.config import BrokerConfig
 from services.oms.orders import LegKind
 
 #: ``reason`` prefix of settlement events at expiry.
@@ -77,20 +75,3 @@ class Broker(Protocol):
 
     def open_orders(self) -> list[OrderEvent]:
         """The latest event of every live order, oldest order first."""
-
-
-def create_broker(config: BrokerConfig, clock: Clock) -> Broker:
-    """The broker adapter named by ``config.broker``."""
-    if config.broker == "paper":
-        from services.oms.brokers.paper import PaperBroker
-        from services.oms.fees import FeeModel
-
-        fees = FeeModel(config.fees, config.multiplier, config.paper.cash_settled_roots)
-        return PaperBroker(clock, config.paper, fees)
-    if config.broker == "tradier":
-        from services.oms.brokers.tradier import TradierBroker
-        from services.oms.fees import FeeModel
-
-        fees = FeeModel(config.fees, config.multiplier, config.paper.cash_settled_roots)
-        return TradierBroker(config.tradier, clock, fees)
-    raise BrokerError(f"unknown broker {config.broker!r}; known: paper, tradier")

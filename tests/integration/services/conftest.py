@@ -20,14 +20,14 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from services import launcher
+from services.app.market_data import load_market_data
+from services.app.stages import build_replay_feed
 from services.backtest.embedded import EmbeddedSession, SessionSpec
-from services.backtest.inputs import load_market_data
 from services.core import topics
 from services.core.datasets import SAMPLE_BARS
 from services.core.events import Event, decode_msgpack, encode_msgpack
 from services.core.settings import CONFIG_DIR
 from services.oms.audit import MemoryAudit
-from services.wiring import build_replay_feed
 from tests.harness.kafka_broker import KafkaBroker
 from tests.harness.redis_server import RedisServer
 

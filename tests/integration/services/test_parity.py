@@ -19,12 +19,12 @@ import pytest
 from confluent_kafka import Producer
 
 from services import launcher
+from services.app.stages import STAGE_INPUTS
 from services.core import keys, topics
 from services.core.dlq import DeadLetter, decode_dead_letter
 from services.core.events import Bar, OrderEvent, OrderRequest, SignalIntent, TradeOutcome, encode_msgpack
-from services.core.lockstep import pipeline_lag
 from services.core.redis_state import RedisState
-from services.wiring import STAGE_INPUTS
+from services.runtime.lockstep import pipeline_lag
 from tests.harness.kafka_broker import KafkaBroker
 from tests.harness.redis_server import RedisServer
 from tests.integration.services.conftest import (

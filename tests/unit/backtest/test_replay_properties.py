@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from services.backtest.inputs import MarketData, load_market_data
+from services.app.market_data import MarketData, load_market_data
 from services.backtest.main import run_backtest, write_outputs
 from services.core.calendar import NEW_YORK
 from services.core.datasets import SAMPLE_BARS

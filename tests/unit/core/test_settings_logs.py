@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from services.core.logs import configure_logging
-from services.core.settings import ConfigError, load_model, runtime_settings
+from services.core.settings import ConfigError, load_model
 
 
 class _Limits(BaseModel):
@@ -38,18 +38,6 @@ def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_model(tmp_path / "nope.yaml", _Limits)
-
-
-def test_env_error_names_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DREAMBOT_MODE", "yolo")
-    with pytest.raises(ConfigError, match="DREAMBOT_MODE"):
-        runtime_settings()
-
-
-def test_paper_is_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DREAMBOT_MODE", raising=False)
-    assert runtime_settings().mode == "paper"
-    assert runtime_settings().live_confirm is False
 
 
 def test_json_logs_redact_tokens() -> None:

@@ -247,12 +247,12 @@ def test_chain_features_are_merged(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append((snap, now_ns, kwargs))
         return {"atm_iv": 0.2, "skew_25d": -0.03, "broken": math.nan, "also_broken": math.inf}
 
-    fake = types.ModuleType("services.features.options.chain")
+    fake = types.ModuleType("services.options.chain")
     fake.chain_features = chain_features  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "services.features.options.chain", fake)
-    if "services.features.options" not in sys.modules:
+    monkeypatch.setitem(sys.modules, "services.options.chain", fake)
+    if "services.options" not in sys.modules:
         monkeypatch.setitem(
-            sys.modules, "services.features.options", types.ModuleType("services.features.options")
+            sys.modules, "services.options", types.ModuleType("services.options")
         )
 
     engine = FeatureEngine("SPY", FeatureConfig(rate=0.04))
@@ -273,7 +273,7 @@ def test_chain_features_are_merged(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_real_chain_features_when_the_options_package_exists() -> None:
-    pytest.importorskip("services.features.options.chain")
+    pytest.importorskip("services.options.chain")
     engine = FeatureEngine("SPY")
     ts = ny_ns("2025-07-09", "10:00")
     engine.on_bar(bar(ts, 600.0))

@@ -10,9 +10,6 @@ import pytest
 
 from services.core.calendar import NEW_YORK, NS_PER_S, default_calendar
 from services.core.events import occ_symbol
-from services.features.options.black_scholes import black76_greeks, time_to_expiry
-from services.features.options.implied_vol import IVStatus, implied_vol
-from services.features.options.svi import butterfly_g, svi_implied_vol, svi_total_variance
 from services.ingest.synthetic_chain import (
     DEFAULT_SURFACES,
     _draws,
@@ -21,6 +18,9 @@ from services.ingest.synthetic_chain import (
     synthetic_chain,
     tick_size,
 )
+from services.options.black_scholes import black76_greeks, time_to_expiry
+from services.options.implied_vol import IVStatus, implied_vol
+from services.options.svi import butterfly_g, svi_implied_vol, svi_total_variance
 
 DAY = dt.date(2025, 7, 8)
 EXPIRIES = [dt.date(2025, 7, 8), dt.date(2025, 7, 9), dt.date(2025, 7, 18), dt.date(2025, 9, 19)]

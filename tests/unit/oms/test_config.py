@@ -38,16 +38,3 @@ def test_errors_are_one_line(tmp_path: Path, yaml: str, message: str) -> None:
     assert str(path) in str(err.value)
 
 
-def test_tradier_is_chosen_by_config_and_needs_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.core.clock import ReplayClock
-    from services.core.settings import ConfigError
-    from services.oms.brokers.base import create_broker
-    from services.oms.config import BrokerConfig
-
-    for var in ("TRADIER_ACCESS_TOKEN", "TRADIER_ACCOUNT_ID", "TRADIER_LIVE_CONFIRM"):
-        monkeypatch.delenv(var, raising=False)
-    assert BrokerConfig().broker == "paper"
-    cfg = BrokerConfig.model_validate({"broker": "tradier", "tradier": {"environment": "live"}})
-    with pytest.raises(ConfigError) as info:
-        create_broker(cfg, ReplayClock())
-    assert "TRADIER_LIVE_CONFIRM" in str(info.value) and "\n" not in str(info.value)

@@ -9,16 +9,13 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from services.core.clock import ReplayClock
 from services.core.events import ChainSnapshot, SignalIntent, decode_json, encode_json
-from services.oms.config import FeeSchedule, StopSyncConfig, load_broker_config
-from services.oms.engine import OrderManager
+from services.oms.config import FeeSchedule, StopSyncConfig
 
 from .support import (
     SPXW_C6200,
     SPY_C620,
     SPY_P615,
-    T0,
     Harness,
     make_config,
     make_quote,
@@ -383,10 +380,3 @@ def test_snapshot_lists_working_orders_and_positions() -> None:
     # 2 @ 1.05, mark mid 1.11: unrealized (1.11 - 1.05) * 2 * 100 = 12.00; realized = -fees 1.10
     assert (pos["quantity"], pos["avg_price"]) == (2, 1.05)
     assert pos["unrealized_pnl"] == pytest.approx(12.0) and pos["realized_pnl"] == pytest.approx(-1.10)
-
-
-def test_from_config_uses_the_shipped_broker_yaml() -> None:
-    clock = ReplayClock(T0)
-    oms = OrderManager.from_config(load_broker_config(), clock)
-    assert oms.broker.name == "paper" and oms.is_flat()
-    assert oms.snapshot()["broker"] == "paper"

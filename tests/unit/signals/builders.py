@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from services.core.events import ChainSnapshot, FeatureVector, OptionQuote, occ_symbol
-from services.features.options.black_scholes import bsm_price
+from services.options.black_scholes import bsm_price
 from services.signals.contracts import ContractRecord
 from services.signals.engine import SignalEngine
 from services.signals.playbooks import PlaybooksConfig, load_playbooks

@@ -9,9 +9,8 @@ import pytest
 
 from services.core.clock import ReplayClock
 from services.core.events import OrderEvent
-from services.oms.brokers.base import BrokerError, SettlementPriceMissingError, UnknownOrderError, create_broker
+from services.oms.brokers.base import BrokerError, SettlementPriceMissingError, UnknownOrderError
 from services.oms.brokers.paper import PaperBroker
-from services.oms.config import BrokerConfig
 from services.oms.orders import OrderBook
 
 from ..support import (
@@ -248,8 +247,3 @@ def test_day_duration_expires_every_order_at_the_close() -> None:
     out = v.call(v.broker.on_session_close(CLOSE_TS, {"SPY": 619.0}))
     assert sorted(e.leg for e in out if e.status == "expired") == ["stop_loss", "take_profit"]
     assert v.broker.positions() == {SPY_C620_NEXT_WEEK: 1}  # not expiring: held overnight
-
-
-def test_factory_builds_the_configured_broker() -> None:
-    broker = create_broker(BrokerConfig(), ReplayClock(T0))
-    assert broker.name == "paper" and isinstance(broker, PaperBroker)

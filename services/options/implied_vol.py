@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from services.features.options.black_scholes import (
+from services.options.black_scholes import (
     FloatArray,
     Greeks,
     broadcast_inputs,

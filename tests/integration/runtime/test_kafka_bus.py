@@ -25,7 +25,7 @@ from confluent_kafka.admin import ConfigResource
 from services.core import topics
 from services.core.dlq import DeadLetter
 from services.core.events import Bar, Event, FeatureVector, decode_msgpack, encode_msgpack
-from services.core.kafka_bus import BusError, Deduper, KafkaBus, KafkaBusConfig
+from services.runtime.kafka_bus import BusError, Deduper, KafkaBus, KafkaBusConfig
 from tests.harness.kafka_broker import KafkaBroker
 
 pytestmark = pytest.mark.integration
@@ -147,7 +147,7 @@ STAGE_SCRIPT = r"""
 import signal, sys, threading, time
 from services.core import topics
 from services.core.events import FeatureVector
-from services.core.kafka_bus import KafkaBus, KafkaBusConfig
+from services.runtime.kafka_bus import KafkaBus, KafkaBusConfig
 
 bootstrap, session, pause_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
 bus = KafkaBus(KafkaBusConfig(bootstrap=bootstrap, session=session, batch_size=20, session_timeout_ms=3000))

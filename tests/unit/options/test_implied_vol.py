@@ -13,8 +13,8 @@ from py_lets_be_rational import implied_volatility_from_a_transformed_rational_g
 from py_lets_be_rational.exceptions import AboveMaximumException, BelowIntrinsicException
 from scipy.special import erfcx, ndtri
 
-from services.features.options.black_scholes import black76_greeks, black76_price, erfcx_nonneg
-from services.features.options.implied_vol import (
+from services.options.black_scholes import black76_greeks, black76_price, erfcx_nonneg
+from services.options.implied_vol import (
     VEGA_FLOOR,
     IVStatus,
     bachelier_g_inverse,

@@ -7,7 +7,7 @@ drains each injected event completely before the next one is injected. One injec
 everything it causes is a *step*; within a step the queue is a breadth-first walk of the event's
 cascade: first the root, then everything the root's handlers published (depth 1), then what those
 caused (depth 2), ... and within one depth the children of an earlier event come before those of a
-later one, siblings ordered by the subscribing stage (:data:`services.wiring.STAGE_ORDER`) and then
+later one, siblings ordered by the subscribing stage (:data:`services.app.stages.STAGE_ORDER`) and then
 by their position in the handler's output list.
 
 "Publish the next bar only when every consumer group has zero lag" reproduces the order *between*
@@ -32,7 +32,7 @@ Done is in). A participant is active in round ``n + 1`` when round ``n`` produce
 of its inputs. When round ``n`` produced nothing for anyone, the step is over and the *injector* is
 the only active participant of round ``n + 1``: it publishes the next root event (the ingest: the
 next market-data event of the replay; once the feed is exhausted each stage in turn, in
-:data:`~services.wiring.STAGE_ORDER`, for its ``finish()`` outputs, one root per step, as
+:data:`~services.app.stages.STAGE_ORDER`, for its ``finish()`` outputs, one root per step, as
 :meth:`services.backtest.embedded.EmbeddedSession.run` does). When the last injector has nothing
 left, the replay is complete and every stage carries on as a free-running consumer.
 
@@ -97,8 +97,8 @@ from services.core import topics
 from services.core.clock import ReplayClock
 from services.core.dlq import dead_letter, dead_letter_headers, encode_dead_letter
 from services.core.events import Event, EventDecodeError, decode_msgpack, encode_msgpack
-from services.core.kafka_bus import Deduper
 from services.core.stage import Output, Stage
+from services.runtime.kafka_bus import Deduper
 
 log = logging.getLogger(__name__)
 client_log = logging.getLogger("librdkafka")

@@ -1,15 +1,15 @@
 """The stage process runner: one Stage, driven by Kafka, with Redis state, health and metrics.
 
-``python -m services.<stage>.main`` builds its stage with :mod:`services.wiring` (the same objects the
-embedded runner uses) and calls :func:`run_service`, which
+``python -m services.<stage>.main`` loads the session's :class:`~services.core.session_config.SessionConfig`,
+builds its stage in the composition root (:mod:`services.app.services`: the same objects the embedded
+runner uses) and calls :func:`run_service`, which
 
-1. reads :class:`ServiceSettings` from the environment (a problem is one line naming the variable,
-   exit status 2);
+1. builds the stage's parts (a configuration problem is one line, exit status 2);
 2. serves ``/healthz``, ``/readyz`` and ``/metrics`` (:mod:`services.core.health`);
 3. provisions the session's topics and, in replay lockstep mode, the control topic;
-4. subscribes the stage's inputs on a :class:`~services.core.kafka_bus.KafkaBus` (consumer group
+4. subscribes the stage's inputs on a :class:`~services.runtime.kafka_bus.KafkaBus` (consumer group
    ``<prefix>.<stage>``) and rebuilds the stage's state from its input history
-   (:class:`~services.core.lockstep.Participant`);
+   (:class:`~services.runtime.lockstep.Participant`);
 5. loops until SIGTERM/SIGINT: the round in progress (or the Kafka batch) is finished, outputs
    flushed, offsets committed, the consumer group left; exit status 0.
 
@@ -29,22 +29,26 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from confluent_kafka import KafkaException
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.core import keys
 from services.core.calendar import MarketCalendar, default_calendar
 from services.core.clock import Clock, ReplayClock
 from services.core.events import Event
 from services.core.health import HealthServer
-from services.core.kafka_bus import BusError, FatalBusError, KafkaBus, KafkaBusConfig
-from services.core.lockstep import (
+from services.core.logs import configure_logging
+from services.core.metrics import StageMetrics
+from services.core.redis_state import RedisState
+from services.core.session_config import SessionConfig
+from services.core.settings import ConfigError
+from services.core.stage import Output, Stage
+from services.core.state import StateError, StateStore
+from services.runtime.kafka_bus import BusError, FatalBusError, KafkaBus, KafkaBusConfig
+from services.runtime.lockstep import (
     SOURCE,
     ControlChannel,
     HistoryItem,
@@ -54,127 +58,8 @@ from services.core.lockstep import (
     Topology,
     read_history,
 )
-from services.core.logs import configure_logging
-from services.core.metrics import StageMetrics
-from services.core.redis_state import RedisState
-from services.core.settings import CONFIG_DIR, ConfigError
-from services.core.stage import Output, Stage
-from services.core.state import StateError, StateStore
-from services.wiring import DEFAULT_CALIBRATION, STAGE_ORDER, StageSpec, stage_inputs
 
 log = logging.getLogger(__name__)
-
-_SYMBOL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-
-
-def _split(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-class ServiceSettings(BaseSettings):
-    """Settings of every stage process (env ``DREAMBOT_*``; see ``.env.example`` for each one)."""
-
-    model_config = SettingsConfigDict(env_prefix="DREAMBOT_", extra="ignore", frozen=True)
-
-    session: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
-                         description="TradingSession name: prefixes Redis keys (and Kafka topics by default).")
-    symbols: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["SPY"], description="Underlyings, comma-separated (e.g. SPY,QQQ).")
-    kafka_bootstrap: str = Field("127.0.0.1:9092", min_length=1, description="Kafka brokers, host:port[,...].")
-    kafka_topic_prefix: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$",
-        description="Topics are <prefix>.<name> and consumer groups <prefix>.<stage>; default the session.")
-    kafka_partitions: int = Field(3, ge=1, le=1000, description="Partitions of topics this process creates.")
-    kafka_session_timeout_ms: int = Field(10_000, ge=1000, le=300_000,
-                                          description="Consumer liveness timeout (a dead stage's partitions move).")
-    kafka_debug: str | None = Field(None, description="librdkafka debug contexts for the stage's consumer "
-                                    "(e.g. cgrp,fetch); logged as librdkafka lines.")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", min_length=1, description="Redis for shared state.")
-    config_dir: Path = Field(CONFIG_DIR, description="Folder with playbooks/risk/events/broker YAML.")
-    calibration: Path | None = Field(DEFAULT_CALIBRATION, description="Calibration JSON (used when it exists).")
-    chain_every_s: float = Field(300.0, gt=0, description="Least event time between chain analyses.")
-    http_port: int = Field(9100, ge=0, le=65535, description="Port of /healthz /readyz /metrics (0: any free).")
-    http_host: str = Field("0.0.0.0", description="Address the HTTP endpoints listen on.")
-    mode: Literal["paper", "live"] = Field("paper", description="paper (default) or live trading.")
-    live_confirm: bool = Field(False, description="Must be true, with mode=live, to send real orders.")
-    replay_source: Path | None = Field(None, description="Bars file or folder the ingest replays.")
-    replay_table: str | None = Field(None, description="DuckDB table of the replay source.")
-    replay_tz: str | None = Field(None, description="Time zone of naive timestamps in the replay source.")
-    replay_seed: int = Field(7, description="Seed of synthetic option chains (and synthetic bars).")
-    replay_sessions: int = Field(1, ge=1, description="Synthetic sessions when no replay source is set.")
-    replay_lockstep: bool = Field(True, description="Replay in lockstep (embedded-identical results).")
-    replay_rate: float = Field(0.0, ge=0, description="Most market-data events per second the ingest sends.")
-    lockstep_stages: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: list(STAGE_ORDER), description="Stages taking part in the lockstep.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
-
-    @field_validator("symbols", "lockstep_stages", mode="before")
-    @classmethod
-    def _comma_list(cls, value: Any) -> Any:
-        return _split(value)
-
-    @field_validator("symbols")
-    @classmethod
-    def _symbols(cls, value: list[str]) -> list[str]:
-        symbols = [s.upper() for s in value]
-        if not symbols:
-            raise ValueError("at least one symbol is needed, e.g. SPY")
-        bad = [s for s in symbols if not set(s) <= _SYMBOL_CHARS]
-        if bad:
-            raise ValueError(f"invalid symbol(s) {', '.join(bad)}")
-        return list(dict.fromkeys(symbols))
-
-    @field_validator("lockstep_stages")
-    @classmethod
-    def _known_stages(cls, value: list[str]) -> list[str]:
-        known = (*STAGE_ORDER, "learner")
-        unknown = [x for x in value if x not in known and x != SOURCE]
-        if unknown:
-            raise ValueError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        return value
-
-    @field_validator("calibration", "replay_source", mode="before")
-    @classmethod
-    def _optional_path(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and value.strip().lower() in ("", "none", "null") else value
-
-    @model_validator(mode="after")
-    def _live_needs_confirmation(self) -> ServiceSettings:
-        if self.mode == "live" and not self.live_confirm:
-            raise ValueError("DREAMBOT_MODE=live sends real orders: set DREAMBOT_LIVE_CONFIRM=true to confirm")
-        return self
-
-    @property
-    def topic_prefix(self) -> str:
-        return self.kafka_topic_prefix or self.session
-
-    def stage_spec(self) -> StageSpec:
-        return StageSpec(tuple(self.symbols), self.config_dir, self.calibration, self.chain_every_s)
-
-
-def load_settings(prog: str, **overrides: Any) -> ServiceSettings:
-    """Settings from the environment; a problem prints ``prog: error: <one line>`` and exits 2."""
-    try:
-        return settings_from_env(**overrides)
-    except ConfigError as exc:
-        sys.stderr.write(f"{prog}: error: {exc}\n")
-        raise SystemExit(2) from None
-
-
-def settings_from_env(**overrides: Any) -> ServiceSettings:
-    """Settings from the environment, or one :class:`ConfigError` line naming the variable."""
-    try:
-        return ServiceSettings(**overrides)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = err.get("loc", ())
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        if not loc:
-            raise ConfigError(msg) from None
-        raise ConfigError(f"environment variable DREAMBOT_{str(loc[0]).upper()}: {msg}") from None
-
 
 # --- Redis writes a service makes on its own behalf ---------------------------------------------
 
@@ -355,7 +240,7 @@ class ServiceContext:
     """What a stage builder gets: settings, metrics, calendar and (lazily) the session's Redis."""
 
     name: str
-    settings: ServiceSettings
+    config: SessionConfig
     metrics: StageMetrics
     calendar: MarketCalendar
     _state: RedisState | None = None
@@ -363,8 +248,8 @@ class ServiceContext:
     @property
     def state(self) -> RedisState:
         if self._state is None:
-            s = self.settings
-            self._state = RedisState(s.redis_url, s.session, retries=1, backoff_cap_s=0.05)
+            c = self.config
+            self._state = RedisState(c.redis.url, c.name, retries=1, backoff_cap_s=0.05)
         return self._state
 
     @property
@@ -406,15 +291,21 @@ class _Signals:
         signal.signal(signal.SIGINT, handler)
 
 
-def run_service(name: str, build: Builder, prog: str | None = None) -> int:
+@dataclass(frozen=True)
+class Pipeline:
+    """What the runner needs to know about the session's stages (the lockstep topology)."""
+
+    order: tuple[str, ...]
+    inputs: Callable[[list[str]], dict[str, tuple[str, ...]]]
+
+
+def run_service(name: str, build: Builder, config: SessionConfig, pipeline: Pipeline, prog: str) -> int:
     """Run stage ``name`` (see the module doc); returns the process exit status."""
-    prog = prog or f"python -m services.{name}.main"
-    settings = load_settings(prog)
-    configure_logging(settings.log_level)
+    configure_logging(config.log_level)
     signals = _Signals()
     signals.install()
     metrics = StageMetrics(name)
-    ctx = ServiceContext(name, settings, metrics, default_calendar())
+    ctx = ServiceContext(name, config, metrics, default_calendar())
     try:
         parts = build(ctx)
     except ConfigError as exc:
@@ -424,10 +315,10 @@ def run_service(name: str, build: Builder, prog: str | None = None) -> int:
         log.error("stage could not start", extra={"stage": name, "error": str(exc)})
         return 1
     try:
-        runner = _Runner(name, settings, ctx, parts, signals.stop)
+        runner = _Runner(name, config, ctx, parts, signals.stop, pipeline)
     except OSError as exc:
-        sys.stderr.write(f"{prog}: error: environment variable DREAMBOT_HTTP_PORT: cannot listen on "
-                         f"{settings.http_host}:{settings.http_port}: {exc.strerror or exc}\n")
+        sys.stderr.write(f"{prog}: error: http.port (DREAMBOT_HTTP_PORT): cannot listen on "
+                         f"{config.http.host}:{config.http.port}: {exc.strerror or exc}\n")
         return 2
     try:
         return runner.run()
@@ -440,10 +331,11 @@ def run_service(name: str, build: Builder, prog: str | None = None) -> int:
 
 
 class _Runner:
-    def __init__(self, name: str, settings: ServiceSettings, ctx: ServiceContext, parts: StageParts,
-                 stop: threading.Event) -> None:
+    def __init__(self, name: str, config: SessionConfig, ctx: ServiceContext, parts: StageParts,
+                 stop: threading.Event, pipeline: Pipeline) -> None:
         self.name = name
-        self.settings = settings
+        self.config = config
+        self.pipeline = pipeline
         self.ctx = ctx
         self.parts = parts
         self.stop = stop
@@ -454,8 +346,8 @@ class _Runner:
         self._reset_consumer = False
         self._last_reset = 0.0
         self.participant: Participant | None = None
-        self.health = HealthServer(self.metrics.registry, self.readiness, settings.http_port,
-                                   settings.http_host).start()
+        self.health = HealthServer(self.metrics.registry, self.readiness, config.http.port,
+                                   config.http.host).start()
         log.info("http endpoints up", extra={"stage": name, "port": self.health.port,
                                              "url": f"http://127.0.0.1:{self.health.port}/readyz"})
 
@@ -483,15 +375,15 @@ class _Runner:
     # --- run -----------------------------------------------------------------------------------
 
     def _new_bus(self) -> KafkaBus:
-        s = self.settings
+        s = self.config
         # Small messages one hop after another: Nagle's algorithm would hold each for a delayed ACK.
         low_latency = {"socket.nagle.disable": True}
         consumer: dict[str, Any] = {**low_latency, "fetch.wait.max.ms": 100}
-        if s.kafka_debug:
-            consumer["debug"] = s.kafka_debug
-        return KafkaBus(KafkaBusConfig(bootstrap=s.kafka_bootstrap, session=s.topic_prefix,
+        if s.kafka.debug:
+            consumer["debug"] = s.kafka.debug
+        return KafkaBus(KafkaBusConfig(bootstrap=s.kafka.bootstrap, session=s.topic_prefix,
                                        client_id=f"dreambot-{s.topic_prefix}-{self.name}",
-                                       session_timeout_ms=s.kafka_session_timeout_ms,
+                                       session_timeout_ms=s.kafka.session_timeout_ms,
                                        producer=low_latency, consumer=consumer))
 
     def _subscribe(self, bus: KafkaBus, participant: Participant) -> None:
@@ -500,20 +392,20 @@ class _Runner:
                 bus.subscribe(topic, participant.receive_on(topic), group=self.name, dedupe=False)
 
     def run(self) -> int:
-        s = self.settings
+        s = self.config
         self.bus = bus = self._new_bus()
         channel: ControlChannel | None = None
         try:
-            _retry(lambda: bus.ensure_topics(partitions=s.kafka_partitions), "topics")
+            _retry(lambda: bus.ensure_topics(partitions=s.kafka.partitions), "topics")
             topology = self._topology()
             if topology is not None:
-                channel = ControlChannel(s.kafka_bootstrap, s.topic_prefix, f"dreambot-{s.topic_prefix}-{self.name}")
+                channel = ControlChannel(s.kafka.bootstrap, s.topic_prefix, f"dreambot-{s.topic_prefix}-{self.name}")
                 _retry(channel.ensure, "the lockstep control topic")
             stage = self.parts.stage
             participant = Participant(
                 self.name, publisher=bus, stage=stage, source=self.parts.source, clock=self.parts.clock,
                 channel=channel, topology=topology, hooks=self.hooks,
-                refetch=lambda names: read_history(s.kafka_bootstrap, s.topic_prefix, names),
+                refetch=lambda names: read_history(s.kafka.bootstrap, s.topic_prefix, names),
                 on_stall=self._consumer_stalled)
             self.hooks.participant = participant
             self._subscribe(bus, participant)
@@ -559,20 +451,22 @@ class _Runner:
             log.warning("old Kafka client did not close cleanly", extra={"error": str(exc)})
 
     def _topology(self) -> Topology | None:
-        s = self.settings
-        if not s.replay_lockstep:
+        s = self.config
+        replay = s.market_data.replay
+        if not replay.lockstep or s.market_data.source == "polygon":
             return None
-        stages = [x for x in s.lockstep_stages if x != SOURCE]
+        stages = [x for x in replay.lockstep_stages if x != SOURCE]
         if self.name != SOURCE and self.name not in stages:
             return None
         try:
-            inputs = stage_inputs(stages)
-            return Topology.of(inputs, stages, [*STAGE_ORDER, *[x for x in inputs if x not in STAGE_ORDER]])
+            inputs = self.pipeline.inputs(stages)
+            order = self.pipeline.order
+            return Topology.of(inputs, stages, [*order, *[x for x in inputs if x not in order]])
         except (ValueError, KeyError) as exc:
-            raise ConfigError(f"environment variable DREAMBOT_LOCKSTEP_STAGES: {exc}") from None
+            raise ConfigError(f"market_data.replay.lockstep_stages (DREAMBOT_LOCKSTEP_STAGES): {exc}") from None
 
     def _start(self, bus: KafkaBus, participant: Participant) -> None:
-        s = self.settings
+        s = self.config
         stage = self.parts.stage
         if stage is None:
             participant.start()
@@ -586,7 +480,7 @@ class _Runner:
                         committed[(topic, part)] = offset
         history: list[HistoryItem] = []
         if participant.log is not None or committed:
-            history = _retry(lambda: read_history(s.kafka_bootstrap, s.topic_prefix, stage.inputs), "input history")
+            history = _retry(lambda: read_history(s.kafka.bootstrap, s.topic_prefix, stage.inputs), "input history")
         participant.start(history, committed)
 
     def _loop(self, participant: Participant) -> None:
@@ -625,7 +519,7 @@ class _Runner:
             log.debug("lag unavailable", extra={"error": str(exc)})
             return
         per_topic: dict[str, int] = {}
-        prefix = f"{self.settings.topic_prefix}."
+        prefix = f"{self.config.topic_prefix}."
         for (topic, _part), value in lag.items():
             name = topic.removeprefix(prefix)
             per_topic[name] = per_topic.get(name, 0) + value

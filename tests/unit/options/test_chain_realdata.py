@@ -10,9 +10,9 @@ import pytest
 
 from services.core.calendar import iso_ny, ny_date
 from services.core.datasets import SPXW_CHAINS, SPY_PUTS_1MIN
-from services.features.options.chain import analyze_chain, chain_features
-from services.features.options.implied_vol import IVStatus
 from services.ingest.chains import read_spxw_eod_chains, read_spy_puts_1min
+from services.options.chain import analyze_chain, chain_features
+from services.options.implied_vol import IVStatus
 from tests.realdata import require_real
 
 pytestmark = pytest.mark.realdata

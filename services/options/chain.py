@@ -37,10 +37,10 @@ from scipy.special import ndtr
 
 from services.core.calendar import NS_PER_MIN, MarketCalendar, default_calendar
 from services.core.events import ChainSnapshot
-from services.features.options.black_scholes import FloatArray, year_fraction
-from services.features.options.implied_vol import IVStatus, implied_vol_greeks
-from services.features.options.probability import prob_itm, prob_touch
-from services.features.options.svi import SVIFit, fit_svi
+from services.options.black_scholes import FloatArray, year_fraction
+from services.options.implied_vol import IVStatus, implied_vol_greeks
+from services.options.probability import prob_itm, prob_touch
+from services.options.svi import SVIFit, fit_svi
 
 PARITY_STRIKES = 5  # strikes nearest spot used for the put-call-parity forward
 MIN_SVI_POINTS = 5

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from py_lets_be_rational import black as lbr_black
 
 from services.core.calendar import NEW_YORK, NS_PER_S, default_calendar
-from services.features.options.black_scholes import (
+from services.options.black_scholes import (
     NS_PER_YEAR,
     black76_greeks,
     black76_price,

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from services.core.calendar import NEW_YORK, NS_PER_S, default_calendar
 from services.core.events import ChainSnapshot, OptionQuote, occ_symbol
-from services.features.options.black_scholes import black76_price, time_to_expiry
-from services.features.options.chain import analyze_chain, chain_features
-from services.features.options.implied_vol import IVStatus
-from services.features.options.svi import svi_implied_vol
 from services.ingest.synthetic_chain import DEFAULT_SURFACES, surface_svi, synthetic_chain
+from services.options.black_scholes import black76_price, time_to_expiry
+from services.options.chain import analyze_chain, chain_features
+from services.options.implied_vol import IVStatus
+from services.options.svi import svi_implied_vol
 
 DAY = dt.date(2025, 7, 8)
 EXPIRIES = [dt.date(2025, 7, 8), dt.date(2025, 7, 9), dt.date(2025, 7, 18), dt.date(2025, 8, 15)]

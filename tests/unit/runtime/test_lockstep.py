@@ -19,7 +19,8 @@ from services.core import topics
 from services.core.bus import InProcessBus
 from services.core.clock import ReplayClock
 from services.core.events import Bar, Event, Heartbeat, decode_msgpack, encode_msgpack
-from services.core.lockstep import (
+from services.core.stage import Output
+from services.runtime.lockstep import (
     ROOT_PATH,
     Done,
     HistoryItem,
@@ -30,7 +31,6 @@ from services.core.lockstep import (
     child_path,
     event_digest,
 )
-from services.core.stage import Output
 
 ORDER = ("features", "signals", "risk", "oms")
 INPUTS = {

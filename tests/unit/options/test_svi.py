@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from services.features.options.black_scholes import black76_price
-from services.features.options.svi import (
+from services.options.black_scholes import black76_price
+from services.options.svi import (
     LEE_SLOPE,
     SVIParams,
     butterfly_g,

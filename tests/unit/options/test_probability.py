@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.features.options.black_scholes import black76_price
-from services.features.options.probability import log_ncdf, prob_itm, prob_touch
+from services.options.black_scholes import black76_price
+from services.options.probability import log_ncdf, prob_itm, prob_touch
 
 
 def test_prob_itm_is_the_digital_slope_of_the_call() -> None:

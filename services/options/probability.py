@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from services.features.options.black_scholes import FloatArray, broadcast_inputs, ncdf
+from services.options.black_scholes import FloatArray, broadcast_inputs, ncdf
 
 _LN_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 

@@ -5,7 +5,7 @@ Conventions (time ACT/365 to the calendar close, Black-76 on the forward, Greeks
 array solver ``implied_vol`` is not re-exported here: the name belongs to its module.
 """
 
-from services.features.options.black_scholes import (
+from services.options.black_scholes import (
     Greeks,
     black76_greeks,
     black76_price,
@@ -15,8 +15,8 @@ from services.features.options.black_scholes import (
     time_to_expiry,
     year_fraction,
 )
-from services.features.options.chain import ChainAnalysis, ExpiryAnalysis, analyze_chain, chain_features
-from services.features.options.implied_vol import (
+from services.options.chain import ChainAnalysis, ExpiryAnalysis, analyze_chain, chain_features
+from services.options.implied_vol import (
     VEGA_FLOOR,
     IVResult,
     IVStatus,
@@ -24,8 +24,8 @@ from services.features.options.implied_vol import (
     implied_vol_greeks,
     implied_vol_scalar,
 )
-from services.features.options.probability import prob_itm, prob_touch
-from services.features.options.svi import (
+from services.options.probability import prob_itm, prob_touch
+from services.options.svi import (
     SVIFit,
     SVIParams,
     butterfly_g,

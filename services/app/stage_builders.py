@@ -1,0 +1,119 @@
+"""The services-mode builders: one stage process's parts from the session's SessionConfig (the broker
+and the feed come from :mod:`services.app.stages`, like every other runner's)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from services.app.stages import (
+    STAGE_ORDER,
+    build_features,
+    build_feed,
+    build_oms,
+    build_risk,
+    build_signals,
+    stage_inputs,
+)
+from services.core.calendar import default_calendar
+from services.core.clock import ReplayClock
+from services.core.metrics import StageMetrics
+from services.core.session_config import SessionConfig
+from services.core.settings import ConfigError
+from services.core.state import MemoryState
+from services.ingest.hooks import IngestHooks, paced
+from services.learner.config import load_learner_config
+from services.learner.engine import LearnerEngine
+from services.learner.hooks import LearnerHooks
+from services.learner.stage import LearnerStage
+from services.oms.audit import AuditLog
+from services.oms.config import audit_settings
+from services.oms.hooks import OmsHooks, ResumableAudit
+from services.risk.hooks import RiskHooks
+from services.runtime.service import (
+    BestEffortState,
+    Builder,
+    GuardedWrites,
+    Pipeline,
+    ReplayableState,
+    ServiceContext,
+    StageParts,
+    run_service,
+)
+
+__all__ = ["BUILDERS", "PIPELINE", "check_stage", "run_service"]
+from services.signals.hooks import SignalHooks
+
+PIPELINE: Final = Pipeline(order=STAGE_ORDER, inputs=stage_inputs)
+
+
+def build_ingest_service(ctx: ServiceContext) -> StageParts:
+    """The ingest: the session's feed onto the md.* topics, the heartbeat to Redis."""
+    c = ctx.config
+    # The heartbeat is tried on every bar (a failing write is quick): once Redis is back risk sees a
+    # fresh heartbeat at once.
+    heartbeat = BestEffortState(GuardedWrites(ctx.state, ctx.metrics, min_retry_s=0.0, max_retry_s=0.0))
+    feed = build_feed(c, heartbeat, ctx.calendar)
+    return StageParts(None, ReplayClock(), IngestHooks(ctx.metrics, heartbeat),
+                      source=paced(feed, c.market_data.replay.rate), uses_state=True)
+
+
+def build_features_service(ctx: ServiceContext) -> StageParts:
+    return StageParts(build_features(ctx.config, ctx.calendar))
+
+
+def build_signals_service(ctx: ServiceContext) -> StageParts:
+    return StageParts(build_signals(ctx.config, ctx.calendar), hooks=SignalHooks(ctx.metrics))
+
+
+def build_risk_service(ctx: ServiceContext) -> StageParts:
+    clock = ReplayClock()
+    state = ReplayableState(ctx.state, clock)
+    stage = build_risk(ctx.config, clock, state, ctx.calendar)
+    return StageParts(stage, clock, RiskHooks(ctx.metrics, stage, state), uses_state=True)
+
+
+def build_oms_service(ctx: ServiceContext) -> StageParts:
+    audit = ResumableAudit(AuditLog.from_settings(audit_settings()))
+    clock = ReplayClock()
+    stage = build_oms(ctx.config, clock, ctx.calendar, audit)
+    writes = GuardedWrites(ctx.state, ctx.metrics)
+    hooks = OmsHooks(ctx.metrics, stage.manager, audit, writes, clock)
+    return StageParts(stage, clock, hooks, uses_state=True, on_close=[hooks.write_state, audit.close])
+
+
+def build_learner_service(ctx: ServiceContext) -> StageParts:
+    config = load_learner_config(ctx.config.config_dir / "learner.yaml")
+    state = BestEffortState(GuardedWrites(ctx.state, ctx.metrics))
+    stage = LearnerStage(LearnerEngine(config), state)
+    return StageParts(stage, hooks=LearnerHooks(ctx.metrics, state), uses_state=True)
+
+
+BUILDERS: Final[Mapping[str, Builder]] = {
+    "ingest": build_ingest_service,
+    "features": build_features_service,
+    "signals": build_signals_service,
+    "risk": build_risk_service,
+    "oms": build_oms_service,
+    "learner": build_learner_service,
+}
+
+
+
+def check_stage(name: str, config: SessionConfig, prog: str) -> int:
+    """Build the stage (its config files, broker and feed) without starting anything."""
+    ctx = ServiceContext(name, config, StageMetrics(name), default_calendar())
+    ctx._state = MemoryState(prefix=config.name)  # type: ignore[assignment]
+    try:
+        parts = BUILDERS[name](ctx)
+    except ConfigError as exc:
+        print(f"{prog}: error: {exc}")
+        return 2
+    kind = type(parts.stage).__name__ if parts.stage is not None else "source"
+    extra = ""
+    if name == "oms" and parts.stage is not None:
+        extra = f", broker {type(parts.stage.manager.broker).__name__}"  # type: ignore[attr-defined]
+    print(f"{name}: ok ({kind}{extra}; mode {config.mode}, symbols {','.join(config.symbols)})")
+    for close in parts.on_close:
+        close()
+    return 0

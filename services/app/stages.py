@@ -1,0 +1,258 @@
+"""Stage, broker and feed builders: a :class:`SessionConfig` in, the objects every runner drives.
+
+This is the only place that constructs a broker or a market-data feed. The embedded session
+(:mod:`services.backtest.embedded`) and the services-mode processes (:mod:`services.app.services`)
+build their stages here, so both run the same objects from the same configuration.
+:data:`STAGE_ORDER` is the embedded bus's subscription order; the replay lockstep
+(:mod:`services.runtime.lockstep`) orders sibling events by it, which is what makes a replay
+through Kafka hand every stage its inputs in the embedded order.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from services.app.market_data import MarketData, load_market_data, synthetic_chain_source
+from services.core.calendar import MarketCalendar
+from services.core.clock import Clock, ReplayClock
+from services.core.events import Bar
+from services.core.session_config import PIPELINE_STAGES, SessionConfig
+from services.core.settings import ConfigError, describe_validation_error, load_yaml
+from services.core.stage import Output, Stage
+from services.core.state import StateStore
+from services.features.stage import FeatureStage
+from services.ingest.feed import ReplayFeed, merge_bars
+from services.ingest.sources import DataSourceError
+from services.oms.audit import AuditSink
+from services.oms.brokers.base import Broker
+from services.oms.brokers.paper import PaperBroker
+from services.oms.brokers.tradier import TradierBroker
+from services.oms.config import BrokerConfig, load_broker_config
+from services.oms.engine import OrderManager
+from services.oms.fees import FeeModel
+from services.oms.stage import OmsStage
+from services.risk.config import RiskConfig, read_risk_multiplier
+from services.risk.engine import RiskEngine
+from services.risk.event_halts import load_event_halts
+from services.risk.stage import RiskStage
+from services.signals.engine import SignalEngine
+from services.signals.gates import load_calibration
+from services.signals.playbooks import PlaybooksConfig, display_path, parse_playbooks
+from services.signals.stage import SignalStage
+
+#: Stages in the embedded bus's subscription order (also the order their finish() runs).
+STAGE_ORDER: Final = PIPELINE_STAGES
+
+#: Input topics of every stage, by name (the lockstep topology).
+STAGE_INPUTS: Final[Mapping[str, tuple[str, ...]]] = {
+    "features": FeatureStage.inputs,
+    "signals": SignalStage.inputs,
+    "risk": RiskStage.inputs,
+    "oms": OmsStage.inputs,
+}
+
+
+def stage_inputs(stages: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Input topics of each named stage (``learner`` included)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name in stages:
+        if name in STAGE_INPUTS:
+            out[name] = STAGE_INPUTS[name]
+        elif name == "learner":
+            from services.learner.stage import LearnerStage
+
+            out[name] = tuple(LearnerStage.inputs)
+        else:
+            raise ValueError(f"unknown stage {name!r}; known: {', '.join((*STAGE_ORDER, 'learner'))}")
+    return out
+
+
+# --- configuration files, with the session's overrides --------------------------------------------
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def session_playbooks(config: SessionConfig) -> PlaybooksConfig:
+    """``playbooks.yaml`` with the session's selection and overrides applied (and its calibration)."""
+    path = config.config_dir / "playbooks.yaml"
+    raw = load_yaml(path)
+    source = display_path(path)
+    selection = config.playbooks
+    if (selection.enabled is not None or selection.overrides) and isinstance(raw, dict):
+        entries = raw.get("playbooks")
+        names = [e.get("name") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+        asked = [*(selection.enabled or ()), *selection.overrides]
+        unknown = sorted({n for n in asked if n not in names})
+        if unknown:
+            raise ConfigError(f"session playbooks: unknown playbook(s) {', '.join(unknown)}; "
+                              f"{source} has {', '.join(str(n) for n in names)}")
+        merged = []
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict):
+                name = entry.get("name")
+                if name in selection.overrides:
+                    if "name" in selection.overrides[name]:
+                        raise ConfigError(f"session playbooks.overrides.{name}: a playbook's name cannot be overridden")
+                    entry = _deep_merge(entry, selection.overrides[name])
+                if selection.enabled is not None and name not in selection.enabled:
+                    entry = {**entry, "enabled": False}
+            merged.append(entry)
+        raw = {**raw, "playbooks": merged}
+        source = f"{source} with the session's playbooks settings"
+    playbooks = parse_playbooks(raw, source)
+    # DREAMBOT_CALIBRATION=none means no calibration for signals too, not playbooks.yaml's default path.
+    return playbooks.model_copy(
+        update={"calibration": playbooks.calibration.model_copy(update={"path": config.calibration.path})})
+
+
+def session_risk(config: SessionConfig) -> RiskConfig:
+    """``risk.yaml`` with the session's limits merged over it."""
+    path = config.config_dir / "risk.yaml"
+    raw = load_yaml(path)
+    if raw is None:
+        raise ConfigError(f"{path}: empty file (write the limits out; an empty risk.yaml is not 'defaults')")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+    overrides = config.risk.as_risk_yaml()
+    merged = _deep_merge(raw, overrides)
+    from pydantic import ValidationError
+
+    try:
+        return RiskConfig.model_validate(merged)
+    except ValidationError as exc:
+        source = f"{path} with the session's risk overrides" if overrides else str(path)
+        raise ConfigError(describe_validation_error(exc, source)) from None
+
+
+def session_broker_config(config: SessionConfig) -> BrokerConfig:
+    """``broker.yaml`` with the session's broker choice (the choice itself lives in SessionConfig)."""
+    broker_cfg = load_broker_config(config.config_dir / "broker.yaml")
+    b = config.broker
+    tradier = broker_cfg.tradier.model_copy(update={
+        "environment": b.environment, "base_url": b.base_url,
+        "live_confirm": config.mode == "live" and config.live_confirm})
+    return broker_cfg.model_copy(update={"broker": b.provider, "tradier": tradier})
+
+
+# --- broker and feed --------------------------------------------------------------------------------
+
+def build_broker(config: SessionConfig, clock: Clock, broker_cfg: BrokerConfig | None = None) -> Broker:
+    """The broker the session names: paper, or Tradier (sandbox, or live when confirmed)."""
+    cfg = broker_cfg or session_broker_config(config)
+    fees = FeeModel(cfg.fees, cfg.multiplier, cfg.paper.cash_settled_roots)
+    b = config.broker
+    if b.provider == "paper":
+        return PaperBroker(clock, cfg.paper, fees)
+    # The connection is resolved from these values only: credentials come from SessionConfig (env/.env).
+    env = {
+        "TRADIER_ACCESS_TOKEN": b.access_token.get_secret_value() if b.access_token else "",
+        "TRADIER_ACCOUNT_ID": b.account_id or "",
+        "TRADIER_LIVE_CONFIRM": "true" if config.mode == "live" and config.live_confirm else "false",
+    }
+    if b.base_url:
+        env["TRADIER_BASE_URL"] = b.base_url
+    return TradierBroker(cfg.tradier, clock, fees, env=env)
+
+
+def require_paper(config: SessionConfig, runner: str) -> None:
+    """Embedded replays trade the paper broker only; anything else is refused with one line."""
+    if config.mode != "paper" or config.broker.provider != "paper":
+        raise ConfigError(f"{runner} replays recorded data through the paper broker; "
+                          f"mode {config.mode} with broker {config.broker.provider} runs as services "
+                          "(dreambot services up, or python -m services.<stage>.main)")
+
+
+def session_market_data(config: SessionConfig) -> MarketData:
+    """The session's bars: the replay file, or synthetic sessions (polygon is a live feed, not bars)."""
+    md = config.market_data
+    if md.source == "polygon":
+        raise ConfigError("market_data.source polygon: the live Polygon ingest is not wired into any runner "
+                          "yet; replay a file or use synthetic data")
+    r = md.replay
+    try:
+        return load_market_data(list(config.symbols), r.path if md.source == "replay" else None,
+                                table=r.table, tz=r.tz, sessions=r.sessions, seed=r.seed)
+    except DataSourceError as exc:
+        raise ConfigError(f"market_data.replay: {exc}") from None
+
+
+def build_replay_feed(bars: Mapping[str, Iterable[Bar]], state: StateStore | None, calendar: MarketCalendar,
+                      seed: int = 7) -> ReplayFeed:
+    """The replay feed a backtest and the ingest service use: bars merged across symbols, synthetic
+    option chains (``seed``) and modeled top-of-book quotes; the ingest heartbeat goes to ``state``."""
+    return ReplayFeed(merge_bars(list(bars.values())), synthetic_chain_source(seed, calendar), state, calendar,
+                      modeled_quotes=True)
+
+
+def build_feed(config: SessionConfig, state: StateStore | None, calendar: MarketCalendar,
+               data: MarketData | None = None) -> Iterator[Output]:
+    """The session's market-data feed (md.* outputs in event-time order)."""
+    data = data if data is not None else session_market_data(config)
+    return iter(build_replay_feed(data.bars, state, calendar, config.market_data.replay.seed))
+
+
+# --- stages -----------------------------------------------------------------------------------------
+
+def build_features(config: SessionConfig, calendar: MarketCalendar) -> FeatureStage:
+    """The features stage: one FeatureEngine per symbol."""
+    return FeatureStage(list(config.symbols), calendar=calendar, chain_every_s=config.chain_every_s)
+
+
+def build_signals(config: SessionConfig, calendar: MarketCalendar) -> SignalStage:
+    """The signals stage: the session's playbooks, its calibration and the event halts."""
+    playbooks = session_playbooks(config)
+    halts = load_event_halts(session_risk(config))
+    engine = SignalEngine(
+        playbooks,
+        calibration=load_calibration(playbooks.calibration),
+        is_halted=lambda ts: halts.halt_active(ts) is not None,
+        calendar=calendar,
+    )
+    return SignalStage(engine)
+
+
+def risk_multiplier(calibration: Path | None) -> float:
+    """The calibration's size multiplier (1.0 without a calibration file)."""
+    if calibration is not None and calibration.exists():
+        return read_risk_multiplier(calibration)
+    return 1.0
+
+
+def build_risk(config: SessionConfig, clock: ReplayClock, state: StateStore, calendar: MarketCalendar,
+               *, engine_clock: Clock | None = None) -> RiskStage:
+    """The risk stage. ``clock`` is advanced by the stage to each event's time; ``engine_clock`` (default
+    ``clock``) is what the engine reads as now (a wall clock for a live feed)."""
+    risk_cfg = session_risk(config)
+    engine = RiskEngine(risk_cfg, engine_clock or clock, state, events=load_event_halts(risk_cfg),
+                        calendar=calendar, risk_multiplier=risk_multiplier(config.calibration.path))
+    return RiskStage(engine, clock)
+
+
+def build_oms(config: SessionConfig, clock: ReplayClock, calendar: MarketCalendar, audit: AuditSink | None = None,
+              *, engine_clock: Clock | None = None) -> OmsStage:
+    """The OMS stage with the session's broker."""
+    broker_cfg = session_broker_config(config)
+    now = engine_clock or clock
+    manager = OrderManager(build_broker(config, now, broker_cfg), now, broker_cfg, audit=audit)
+    return OmsStage(manager, clock, calendar)
+
+
+def build_stages(config: SessionConfig, clock: ReplayClock, state: StateStore, calendar: MarketCalendar,
+                 audit: AuditSink | None = None) -> list[Stage]:
+    """Every stage, in :data:`STAGE_ORDER`, sharing one clock and state store (the embedded wiring)."""
+    return [
+        build_features(config, calendar),
+        build_signals(config, calendar),
+        build_risk(config, clock, state, calendar),
+        build_oms(config, clock, calendar, audit),
+    ]

@@ -1,0 +1,1 @@
+"""The Kafka runtime: the Kafka bus, the replay lockstep and the stage process runner."""
