@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
 from bench.strategies import EngineRun, bars_frame, run_backtesting, run_backtrader  # noqa: E402
 from services.app.market_data import MarketData, load_market_data  # noqa: E402
 from services.backtest.main import run_backtest  # noqa: E402
+from services.core.session_config import SessionConfig  # noqa: E402
 
 SYMBOLS = ("SPY", "QQQ", "SPX", "NDX")
 TARGET_BARS_PER_S = 50_000
@@ -56,7 +57,7 @@ def _slice(data: MarketData, bars: int) -> MarketData:
 def bench_pipeline(data: MarketData) -> tuple[float, dict[str, object]]:
     """Wall seconds of ``run_backtest`` over ``data`` and its summary."""
     start = time.perf_counter()
-    result = run_backtest(list(data.bars), data)
+    result = run_backtest(SessionConfig(symbols=tuple(data.bars)), data)
     return time.perf_counter() - start, result.summary
 
 

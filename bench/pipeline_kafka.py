@@ -46,11 +46,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: 
 from services import launcher  # noqa: E402
 from services.app.market_data import SYNTHETIC_START, synthetic_chain_source  # noqa: E402
 from services.app.stages import STAGE_INPUTS, STAGE_ORDER  # noqa: E402
-from services.backtest.embedded import EmbeddedSession, SessionSpec  # noqa: E402
+from services.backtest.embedded import EmbeddedSession  # noqa: E402
 from services.core import keys, topics  # noqa: E402
 from services.core.calendar import NS_PER_S, default_calendar  # noqa: E402
 from services.core.events import Bar, Event, OrderEvent, Quote, decode_msgpack  # noqa: E402
 from services.core.redis_state import RedisState  # noqa: E402
+from services.core.session_config import SessionConfig  # noqa: E402
 from services.core.settings import CONFIG_DIR  # noqa: E402
 from services.core.stage import Output  # noqa: E402
 from services.core.state import StateStore  # noqa: E402
@@ -167,7 +168,7 @@ def _entry_accepted(event: Event) -> str | None:
 
 
 def run_embedded(load: Load, config_dir: Path) -> Result:
-    session = EmbeddedSession(SessionSpec(("SPY",), config_dir=config_dir, calibration=None))
+    session = EmbeddedSession(SessionConfig(symbols=("SPY",), config_dir=config_dir, calibration={"path": None}))
     accepted: dict[str, int] = {}
 
     def on_execution(event: Event) -> None:

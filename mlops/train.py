@@ -134,20 +134,12 @@ def read_trades(path: Path) -> list[LabeledTrade]:
 
 def replay_trades(args: argparse.Namespace) -> tuple[list[LabeledTrade], str]:
     """Trades of a backtest replay of ``args.symbols`` (and the data source it read)."""
-    from services.app.market_data import load_market_data
-    from services.backtest.main import run_backtest
+    from services.app.stages import session_market_data
+    from services.backtest.main import config_from_args, run_backtest
 
-    data = load_market_data(
-        args.symbols, args.data, table=args.table, tz=args.tz, sessions=args.sessions, seed=args.seed
-    )
-    result = run_backtest(
-        args.symbols,
-        data,
-        config_dir=args.config_dir,
-        calibration=args.calibration,
-        seed=args.seed,
-        progress=sys.stderr.isatty(),
-    )
+    config = config_from_args(args, args.symbols)
+    data = session_market_data(config)
+    result = run_backtest(config, data, progress=sys.stderr.isatty())
     return [LabeledTrade.from_outcome(o) for o in result.record.outcomes], data.source
 
 

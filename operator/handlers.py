@@ -26,6 +26,7 @@ from dreambot_operator.render import (
     Manifest,
     RenderContext,
     SessionRef,
+    SpecError,
     children_selector,
     render_children,
 )
@@ -165,6 +166,11 @@ def reconcile(name: str, namespace: str | None, uid: str, spec: kopf.Spec, meta:
     client = kube()
     try:
         apply_children(client, ref, render_children(ref, spec_d, render_context()))
+    except SpecError as exc:
+        # The stages could not honour this spec: nothing is applied, and retrying cannot help.
+        failed = observe(client, ref, spec_d, meta, status_d, apply_error=f"invalid spec: {exc}")
+        patch.status.update(_changed(status_d, failed))
+        raise kopf.PermanentError(f"invalid spec: {exc}") from None
     except KubeError as exc:
         failed = observe(client, ref, spec_d, meta, status_d, apply_error=str(exc))
         patch.status.update(_changed(status_d, failed))

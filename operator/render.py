@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import yaml
+from pydantic import ValidationError
+
+from services.core.session_config import SESSION_FILE_NAME, SessionConfig
 
 Manifest = dict[str, Any]
 
@@ -169,42 +172,98 @@ def _nonce(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def session_config(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The session-specific settings the stages read from ``session.yaml``."""
+class SpecError(ValueError):
+    """A TradingSession spec the stages could not honour (one line; the operator refuses it)."""
+
+
+#: spec.risk (camelCase, the CRD's names) -> SessionConfig.risk fields.
+RISK_FIELDS: Final[Mapping[str, str]] = {
+    "maxDailyLoss": "max_daily_loss_usd",
+    "maxOpenPositions": "max_open_positions",
+    "maxContractsPerOrder": "max_contracts_per_order",
+    "maxPremiumPerSymbol": "max_premium_per_symbol_usd",
+    "maxPremiumTotal": "max_premium_total_usd",
+    "maxOrdersPerMinute": "max_orders_per_minute",
+}
+
+
+def session_config(name: str, spec: Mapping[str, Any], ctx: RenderContext | None = None) -> SessionConfig:
+    """The SessionConfig the stages will load from ``session.yaml`` (validated through the stages'
+    own model and, when ``ctx`` has them, against the project's playbooks.yaml and risk.yaml)."""
     kafka = spec.get("kafka") or {}
     market = spec.get("marketData") or {}
-    source: dict[str, Any]
+    md: dict[str, Any] = {"source": "synthetic"}
     if "replay" in market:
-        source = {"source": "replay", "replay": dict(market["replay"])}
+        md = {"source": "replay", "replay": {"path": market["replay"]["source"]}}
     elif "polygon" in market:
-        source = {"source": "polygon"}
-    else:
-        source = {"source": "synthetic"}
+        polygon = market["polygon"]
+        md = {"source": "polygon", "polygon": {
+            k: v for k, v in (("rest_url", polygon.get("baseUrl")), ("ws_url", polygon.get("websocketUrl"))) if v}}
     broker_spec = spec.get("broker") or {}
-    broker = ({"provider": broker_spec.get("provider", "tradier"),
-               "environment": broker_spec.get("environment", "sandbox")}
-              if broker_spec else {"provider": "paper"})
-    return {
-        "session": name,
+    broker: dict[str, Any] = {"provider": "paper"}
+    if broker_spec:
+        broker = {"provider": broker_spec.get("provider", "tradier"),
+                  "environment": broker_spec.get("environment", "sandbox")}
+        if broker_spec.get("baseUrl"):
+            broker["base_url"] = broker_spec["baseUrl"]
+    risk_spec = dict(spec.get("risk") or {})
+    unknown = sorted(set(risk_spec) - set(RISK_FIELDS))
+    if unknown:
+        raise SpecError(f"spec.risk: {', '.join(unknown)} not supported by the risk stage "
+                        f"(supported: {', '.join(RISK_FIELDS)})")
+    playbooks = spec.get("playbooks") or {}
+    values: dict[str, Any] = {
+        "name": name,
         "mode": spec.get("mode", "paper"),
+        "live_confirm": live_confirmed(spec),
         "symbols": list(spec.get("symbols") or []),
-        "kafka": {
-            "bootstrap": kafka.get("bootstrap", ""),
-            "topicPrefix": kafka.get("topicPrefix") or name,
-            "partitions": int(kafka.get("partitions", 3)),
-        },
+        "config_dir": CONFIG_DIR,
+        "kafka": {"bootstrap": kafka.get("bootstrap", ""), "topic_prefix": kafka.get("topicPrefix") or name,
+                  "partitions": int(kafka.get("partitions", 3))},
         "redis": {"url": (spec.get("redis") or {}).get("url", "")},
+        "http": {"port": HTTP_PORT},
         "broker": broker,
-        "marketData": source,
-        "playbooks": dict(spec.get("playbooks") or {}),
-        "risk": dict(spec.get("risk") or {}),
+        "market_data": md,
+        "risk": {RISK_FIELDS[k]: v for k, v in risk_spec.items()},
+        "playbooks": {k: v for k, v in (("enabled", playbooks.get("enabled")),
+                                        ("overrides", playbooks.get("overrides"))) if v is not None},
     }
+    try:
+        config = SessionConfig(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "spec"
+        raise SpecError(f"session {where}: {str(err.get('msg', 'invalid')).removeprefix('Value error, ')}") from None
+    if ctx is not None:
+        _check_against_config(config, ctx)
+    return config
+
+
+def _check_against_config(config: SessionConfig, ctx: RenderContext) -> None:
+    """The playbook selection and risk limits applied to the project's files, as the stages will."""
+    from services.app.stages import apply_playbook_selection, apply_risk_overrides
+    from services.core.settings import ConfigError
+
+    try:
+        if "playbooks.yaml" in ctx.base_config:
+            apply_playbook_selection(yaml.safe_load(ctx.base_config["playbooks.yaml"]), config.playbooks,
+                                     "playbooks.yaml")
+        if "risk.yaml" in ctx.base_config:
+            apply_risk_overrides(yaml.safe_load(ctx.base_config["risk.yaml"]), config.risk, "risk.yaml")
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None
+
+
+def session_file(config: SessionConfig) -> str:
+    """``session.yaml``: what the spec set, in SessionConfig's own fields (no credentials)."""
+    data = config.model_dump(mode="json", exclude_unset=True, exclude={"broker": {"access_token"}})
+    return yaml.safe_dump(data, sort_keys=True)
 
 
 def config_data(name: str, spec: Mapping[str, Any], ctx: RenderContext) -> dict[str, str]:
     """ConfigMap data: the project's config files plus the rendered ``session.yaml``."""
     data = {k: v for k, v in sorted(ctx.base_config.items()) if k != "session.yaml"}
-    data["session.yaml"] = yaml.safe_dump(session_config(name, spec), sort_keys=True)
+    data["session.yaml"] = session_file(session_config(name, spec, ctx))
     return data
 
 
@@ -221,17 +280,20 @@ def _secret_env(env: str, secret: str, key: str) -> dict[str, Any]:
 
 
 def session_env(name: str, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Environment every stage and job gets (plain values only; secrets are added per stage)."""
-    kafka = spec.get("kafka") or {}
+    """Environment every stage and job gets (plain values only; secrets are added per stage): where
+    the session file is, and the same validated SessionConfig's values under their DREAMBOT_* names
+    (the environment outranks the file; both come from one object, so they agree)."""
+    c = session_config(name, spec)
     return [
-        {"name": "DREAMBOT_SESSION", "value": name},
-        {"name": "DREAMBOT_MODE", "value": spec.get("mode", "paper")},
-        {"name": "DREAMBOT_LIVE_CONFIRM", "value": "true" if live_confirmed(spec) else "false"},
-        {"name": "DREAMBOT_SYMBOLS", "value": ",".join(spec.get("symbols") or [])},
-        {"name": "DREAMBOT_KAFKA_BOOTSTRAP", "value": kafka.get("bootstrap", "")},
-        {"name": "DREAMBOT_KAFKA_TOPIC_PREFIX", "value": kafka.get("topicPrefix") or name},
-        {"name": "DREAMBOT_KAFKA_PARTITIONS", "value": str(int(kafka.get("partitions", 3)))},
-        {"name": "DREAMBOT_REDIS_URL", "value": (spec.get("redis") or {}).get("url", "")},
+        {"name": "DREAMBOT_SESSION_FILE", "value": f"{CONFIG_DIR}/{SESSION_FILE_NAME}"},
+        {"name": "DREAMBOT_SESSION", "value": c.name},
+        {"name": "DREAMBOT_MODE", "value": c.mode},
+        {"name": "DREAMBOT_LIVE_CONFIRM", "value": "true" if c.live_confirm else "false"},
+        {"name": "DREAMBOT_SYMBOLS", "value": ",".join(c.symbols)},
+        {"name": "DREAMBOT_KAFKA_BOOTSTRAP", "value": c.kafka.bootstrap},
+        {"name": "DREAMBOT_KAFKA_TOPIC_PREFIX", "value": c.topic_prefix},
+        {"name": "DREAMBOT_KAFKA_PARTITIONS", "value": str(c.kafka.partitions)},
+        {"name": "DREAMBOT_REDIS_URL", "value": c.redis.url},
         {"name": "DREAMBOT_CONFIG_DIR", "value": CONFIG_DIR},
         {"name": "DREAMBOT_HTTP_PORT", "value": str(HTTP_PORT)},
     ]

@@ -2,23 +2,24 @@
 positions snapshot (is the book flat?) and one-shot flatten requests.
 
 Keys are ``<session>:<key>`` with the logical keys from :mod:`services.core.keys`, the same layout
-the stages' Redis StateStore uses.
+the stages' Redis StateStore uses; values are encoded and decoded by :mod:`services.core.shared_state`,
+the schema the stages (risk, the OMS, the console) use, so the operator is exactly as lenient as they
+are and reads the OMS's real snapshot.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import redis
 
-from services.core import keys
+from services.core import keys, shared_state
+from services.core.shared_state import OPERATOR, FlattenRequest, KillSwitchState, SharedStateError
 
-SOURCE: Final = "operator"
-FLATTEN_REQUEST: Final = "dreambot:flatten_request"  # JSON {"nonce": str, "ts": ns, "source": "operator"}
+SOURCE: Final = OPERATOR
 
 
 class SessionStateError(RuntimeError):
@@ -26,16 +27,9 @@ class SessionStateError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class KillSwitchFlag:
-    engaged: bool
-    reason: str
-    ts: int
-    source: str
-
-
-@dataclass(frozen=True)
 class Book:
-    """Open positions (non-zero quantity) and working orders from the OMS's snapshot."""
+    """Open positions (non-zero quantity) and working orders (not in a terminal status) in the
+    OMS's snapshot."""
 
     open_positions: int
     working_orders: int
@@ -54,43 +48,42 @@ def positions_key(session: str) -> str:
 
 
 def flatten_request_key(session: str) -> str:
-    return f"{session}:{FLATTEN_REQUEST}"
+    return f"{session}:{keys.FLATTEN_REQUEST}"
 
 
 def kill_switch_payload(engaged: bool, reason: str, ts_ns: int) -> bytes:
     """The flag's JSON: {"engaged", "reason", "ts", "source": "operator"}."""
-    return json.dumps({"engaged": engaged, "reason": reason, "ts": ts_ns, "source": SOURCE},
-                      separators=(",", ":")).encode()
+    return shared_state.encode(KillSwitchState(engaged, reason, ts_ns, SOURCE))
 
 
-def parse_kill_switch(raw: bytes | None) -> KillSwitchFlag | None:
+def flatten_request_payload(nonce: str, ts_ns: int) -> bytes:
+    """The flatten request's JSON: {"nonce", "ts", "source": "operator"}."""
+    return shared_state.encode(FlattenRequest(nonce=nonce, ts=ts_ns, source=SOURCE))
+
+
+def parse_kill_switch(raw: bytes | None) -> KillSwitchState | None:
+    """The flag, None when the key is absent; SessionStateError when it is unreadable."""
     if raw is None:
         return None
     try:
-        data = json.loads(raw)
-        return KillSwitchFlag(engaged=bool(data.get("engaged", False)), reason=str(data.get("reason", "")),
-                              ts=int(data.get("ts", 0)), source=str(data.get("source", "")))
-    except (ValueError, TypeError, AttributeError) as exc:
+        return shared_state.decode_kill_switch(raw)
+    except SharedStateError as exc:
         raise SessionStateError(f"unreadable kill-switch flag: {exc}") from None
 
 
 def parse_book(raw: bytes | None) -> Book:
-    """Read the OMS's snapshot ``{"positions": [{"quantity": n, ...}], "open_orders": [...]}``.
-
-    No snapshot means the OMS never held anything: flat. ``positions`` may also be a mapping of
-    contract -> position.
+    """Count what the OMS's snapshot (:class:`~services.core.shared_state.OmsSnapshot`) still holds:
+    working orders are its ``orders`` not in a terminal status, open positions its ``positions`` with
+    a non-zero quantity. No snapshot means the OMS never held anything: flat. A snapshot that does not
+    decode (e.g. without ``orders``) raises SessionStateError rather than count as flat.
     """
     if raw is None:
         return Book(0, 0)
     try:
-        data: Any = json.loads(raw)
-        positions = data.get("positions") or []
-        if isinstance(positions, dict):
-            positions = list(positions.values())
-        open_positions = sum(1 for p in positions if int(p.get("quantity", 0)) != 0)
-        return Book(open_positions=open_positions, working_orders=len(data.get("open_orders") or []))
-    except (ValueError, TypeError, AttributeError) as exc:
+        snap = shared_state.decode_oms_snapshot(raw)
+    except SharedStateError as exc:
         raise SessionStateError(f"unreadable positions snapshot: {exc}") from None
+    return Book(open_positions=len(snap.open_positions), working_orders=len(snap.working_orders))
 
 
 class SessionState:
@@ -126,7 +119,7 @@ class SessionState:
         except redis.RedisError as exc:
             raise SessionStateError(f"redis SET {key}: {exc}") from None
 
-    def kill_switch(self) -> KillSwitchFlag | None:
+    def kill_switch(self) -> KillSwitchState | None:
         return parse_kill_switch(self._get(kill_switch_key(self.session)))
 
     def engage_kill_switch(self, reason: str = "Manual") -> None:
@@ -149,7 +142,6 @@ class SessionState:
         return parse_book(self._get(positions_key(self.session)))
 
     def request_flatten(self, nonce: str) -> None:
-        """Ask the OMS to flatten every position once (it acts on a nonce it has not seen)."""
-        payload = json.dumps({"nonce": nonce, "ts": self._clock_ns(), "source": SOURCE},
-                             separators=(",", ":")).encode()
-        self._set(flatten_request_key(self.session), payload)
+        """Ask the OMS to flatten every position once (it acts on a nonce it has not acted on before,
+        see :meth:`services.oms.hooks.OmsHooks.check_flatten_request`)."""
+        self._set(flatten_request_key(self.session), flatten_request_payload(nonce, self._clock_ns()))

@@ -15,11 +15,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from pydantic import ValidationError
+
 from services.app.market_data import MarketData, load_market_data, synthetic_chain_source
 from services.core.calendar import MarketCalendar
 from services.core.clock import Clock, ReplayClock
 from services.core.events import Bar
-from services.core.session_config import PIPELINE_STAGES, SessionConfig
+from services.core.session_config import PIPELINE_STAGES, PlaybookSelection, RiskOverrides, SessionConfig
 from services.core.settings import ConfigError, describe_validation_error, load_yaml
 from services.core.stage import Output, Stage
 from services.core.state import StateStore
@@ -82,22 +84,19 @@ def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def session_playbooks(config: SessionConfig) -> PlaybooksConfig:
-    """``playbooks.yaml`` with the session's selection and overrides applied (and its calibration)."""
-    path = config.config_dir / "playbooks.yaml"
-    raw = load_yaml(path)
-    source = display_path(path)
-    selection = config.playbooks
+def apply_playbook_selection(raw: Any, selection: PlaybookSelection, source: str) -> PlaybooksConfig:
+    """Parsed ``playbooks.yaml`` with a session's selection and overrides applied, validated (pure)."""
     if (selection.enabled is not None or selection.overrides) and isinstance(raw, dict):
         entries = raw.get("playbooks")
-        names = [e.get("name") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+        entries = entries if isinstance(entries, list) else []
+        names = [e.get("name") for e in entries if isinstance(e, dict)]
         asked = [*(selection.enabled or ()), *selection.overrides]
         unknown = sorted({n for n in asked if n not in names})
         if unknown:
             raise ConfigError(f"session playbooks: unknown playbook(s) {', '.join(unknown)}; "
                               f"{source} has {', '.join(str(n) for n in names)}")
         merged = []
-        for entry in entries if isinstance(entries, list) else []:
+        for entry in entries:
             if isinstance(entry, dict):
                 name = entry.get("name")
                 if name in selection.overrides:
@@ -109,29 +108,36 @@ def session_playbooks(config: SessionConfig) -> PlaybooksConfig:
             merged.append(entry)
         raw = {**raw, "playbooks": merged}
         source = f"{source} with the session's playbooks settings"
-    playbooks = parse_playbooks(raw, source)
+    return parse_playbooks(raw, source)
+
+
+def session_playbooks(config: SessionConfig) -> PlaybooksConfig:
+    """``playbooks.yaml`` with the session's selection and overrides applied (and its calibration)."""
+    path = config.config_dir / "playbooks.yaml"
+    playbooks = apply_playbook_selection(load_yaml(path), config.playbooks, display_path(path))
     # DREAMBOT_CALIBRATION=none means no calibration for signals too, not playbooks.yaml's default path.
     return playbooks.model_copy(
         update={"calibration": playbooks.calibration.model_copy(update={"path": config.calibration.path})})
 
 
+def apply_risk_overrides(raw: Any, overrides: RiskOverrides, source: str) -> RiskConfig:
+    """Parsed ``risk.yaml`` with a session's limits merged over it, validated (pure)."""
+    if raw is None:
+        raise ConfigError(f"{source}: empty file (write the limits out; an empty risk.yaml is not 'defaults')")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings, got {type(raw).__name__}")
+    extra = overrides.as_risk_yaml()
+    try:
+        return RiskConfig.model_validate(_deep_merge(raw, extra))
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(
+            exc, f"{source} with the session's risk overrides" if extra else source)) from None
+
+
 def session_risk(config: SessionConfig) -> RiskConfig:
     """``risk.yaml`` with the session's limits merged over it."""
     path = config.config_dir / "risk.yaml"
-    raw = load_yaml(path)
-    if raw is None:
-        raise ConfigError(f"{path}: empty file (write the limits out; an empty risk.yaml is not 'defaults')")
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
-    overrides = config.risk.as_risk_yaml()
-    merged = _deep_merge(raw, overrides)
-    from pydantic import ValidationError
-
-    try:
-        return RiskConfig.model_validate(merged)
-    except ValidationError as exc:
-        source = f"{path} with the session's risk overrides" if overrides else str(path)
-        raise ConfigError(describe_validation_error(exc, source)) from None
+    return apply_risk_overrides(load_yaml(path), config.risk, str(path))
 
 
 def session_broker_config(config: SessionConfig) -> BrokerConfig:

@@ -1,14 +1,19 @@
-"""Logical StateStore keys (stores prefix them with the session: ``<session>:<key>``)."""
+"""Logical StateStore keys (stores prefix them with the session: ``<session>:<key>``).
+
+The values more than one component reads have their schema in :mod:`services.core.shared_state`.
+"""
 
 from __future__ import annotations
 
 from typing import Final
 
-KILL_SWITCH: Final = "dreambot:kill_switch"  # JSON {"engaged": bool, "reason": str, "ts": ns}
-INGEST_HEARTBEAT: Final = "dreambot:ingest_heartbeat"  # JSON {"ts": ns, "seq": int}
+KILL_SWITCH: Final = "dreambot:kill_switch"  # shared_state.KillSwitchState {engaged, reason, ts, source}
+INGEST_HEARTBEAT: Final = "dreambot:ingest_heartbeat"  # shared_state.IngestHeartbeat {ts, seq}
 OMS_METRICS_STREAM: Final = "dreambot:oms_metrics"  # overridable with OMS_METRIC_STREAM
-POSITIONS: Final = "dreambot:positions"  # JSON snapshot of open orders and positions
-LEARNER_STATE: Final = "dreambot:learner_state"
+POSITIONS: Final = "dreambot:positions"  # shared_state.OmsSnapshot: the OMS's orders and positions
+FLATTEN_REQUEST: Final = "dreambot:flatten_request"  # shared_state.FlattenRequest {nonce, ts, source}
+FLATTEN_ACK: Final = "dreambot:flatten_ack"  # shared_state.FlattenAck: the request the OMS acted on last
+LEARNER_STATE: Final = "dreambot:learner_state"  # the learner's own (services.learner.stage)
 
 
 def latest_features(symbol: str) -> str:

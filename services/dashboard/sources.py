@@ -12,7 +12,8 @@ injectable (an ``httpx.Client`` with a mock transport in tests). Credentials in 
 Redis: the OMS positions snapshot (:data:`services.core.keys.POSITIONS`), the kill-switch flag
 (:data:`~services.core.keys.KILL_SWITCH`), the ingest heartbeat
 (:data:`~services.core.keys.INGEST_HEARTBEAT`) and the OMS metrics stream
-(:data:`~services.core.keys.OMS_METRICS_STREAM`), read through any :class:`StateStore`.
+(:data:`~services.core.keys.OMS_METRICS_STREAM`), read through any :class:`StateStore`. The first three
+are decoded by :mod:`services.core.shared_state`, the parser risk and the operator use too.
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import msgspec
 
-from services.core import keys
+from services.core import keys, shared_state
 from services.core.logs import redact
+from services.core.shared_state import MANUAL, KillSwitchState, OmsKillSwitch, SharedStateError
 from services.core.state import StateError, StateStore, StateUnavailable
 
 T = TypeVar("T")
 
 NS_PER_S: Final = 1_000_000_000
 CONSOLE_SOURCE: Final = "console"
-MANUAL: Final = "Manual"
 
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^/@\s]*@")
 _URL_QUERY = re.compile(r"(?P<url>[A-Za-z][A-Za-z0-9+.\-]*://[^\s?#]*)[?#][^\s]*")
@@ -258,14 +260,7 @@ class PrometheusSource:
 # --- the session's state (Redis) -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class KillSwitchView:
-    """The kill-switch flag as stored (absent key = released)."""
-
-    engaged: bool
-    reason: str = ""
-    ts: int = 0
-    source: str = ""
+KillSwitchView = KillSwitchState  # the flag as stored (absent key = released)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +284,7 @@ class BookView:
     positions: tuple[Mapping[str, Any], ...]
     realized_pnl: float
     unrealized_pnl: float
-    oms_kill_switch: KillSwitchView | None = None
+    oms_kill_switch: OmsKillSwitch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,92 +297,44 @@ class RedisSnapshot:
     oms_metrics: list[Mapping[str, Any]] | Unavailable = field(default_factory=list)
 
 
-def _json(raw: bytes, what: str) -> Any:
+def _decode(decode: Callable[[bytes], T], raw: bytes) -> T:
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SourceError(f"{what} is not JSON: {exc.msg if isinstance(exc, json.JSONDecodeError) else exc}") from None
-
-
-def _int(doc: Mapping[str, Any], name: str, what: str, default: int | None = None) -> int:
-    value = doc.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SourceError(f'{what}: "{name}" must be an integer')
-    return value
-
-
-def _float(doc: Mapping[str, Any], name: str, what: str) -> float:
-    value = doc.get(name, 0.0)
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SourceError(f'{what}: "{name}" must be a number')
-    return float(value)
+        return decode(raw)
+    except SharedStateError as exc:
+        raise SourceError(safe_reason(str(exc))) from None
 
 
 def parse_kill_switch(raw: bytes | None) -> KillSwitchView:
-    """The flag ``{"engaged", "reason", "ts", "source"}``; no key means released."""
+    """The flag (:class:`~services.core.shared_state.KillSwitchState`); no key means released."""
     if raw is None:
-        return KillSwitchView(False)
-    doc = _json(raw, f"kill switch key {keys.KILL_SWITCH}")
-    if not isinstance(doc, dict) or not isinstance(doc.get("engaged"), bool):
-        raise SourceError(f'kill switch key {keys.KILL_SWITCH}: expected a JSON object with a boolean "engaged"')
-    return KillSwitchView(
-        engaged=doc["engaged"],
-        reason=str(doc.get("reason") or (MANUAL if doc["engaged"] else "")),
-        ts=_int(doc, "ts", "kill switch", 0),
-        source=str(doc.get("source") or ""),
-    )
+        return shared_state.RELEASED
+    return _decode(shared_state.decode_kill_switch, raw)
 
 
 def parse_heartbeat(raw: bytes | None, now_ns: int, stale_after_s: float) -> HeartbeatView | None:
     """The heartbeat ``{"ts": ns, "seq": int}`` with its age at ``now_ns``; None when never written."""
     if raw is None:
         return None
-    what = f"heartbeat key {keys.INGEST_HEARTBEAT}"
-    doc = _json(raw, what)
-    if not isinstance(doc, dict):
-        raise SourceError(f"{what}: expected a JSON object")
-    ts = _int(doc, "ts", what)
-    age_s = (now_ns - ts) / NS_PER_S
-    return HeartbeatView(ts=ts, seq=_int(doc, "seq", what, 0), age_s=age_s, stale=age_s > stale_after_s)
-
-
-def _records(value: Any, what: str) -> tuple[Mapping[str, Any], ...]:
-    if value is None:
-        return ()
-    if isinstance(value, dict):  # contract -> record is accepted too
-        value = list(value.values())
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise SourceError(f"{what} must be a list of objects")
-    return tuple(value)
+    beat = _decode(shared_state.decode_heartbeat, raw)
+    age_s = (now_ns - beat.ts) / NS_PER_S
+    return HeartbeatView(ts=beat.ts, seq=beat.seq, age_s=age_s, stale=age_s > stale_after_s)
 
 
 def parse_book(raw: bytes | None) -> BookView | None:
-    """The OMS snapshot ``{"ts", "broker", "kill_switch", "flat", "orders", "positions",
-    "realized_pnl", "unrealized_pnl"}``; None when the OMS never wrote one."""
+    """The OMS snapshot (:class:`~services.core.shared_state.OmsSnapshot`) with its open positions and
+    working orders as table rows; None when the OMS never wrote one."""
     if raw is None:
         return None
-    what = f"positions snapshot {keys.POSITIONS}"
-    doc = _json(raw, what)
-    if not isinstance(doc, dict):
-        raise SourceError(f"{what}: expected a JSON object")
-    positions = tuple(p for p in _records(doc.get("positions"), f"{what}: positions") if p.get("quantity", 0))
-    orders = _records(doc.get("orders", doc.get("open_orders")), f"{what}: orders")
-    oms_ks = doc.get("kill_switch")
-    oms_view = None
-    if isinstance(oms_ks, dict) and isinstance(oms_ks.get("engaged"), bool):
-        oms_view = KillSwitchView(oms_ks["engaged"], str(oms_ks.get("reason") or ""))
-    flat = doc.get("flat")
+    snap = _decode(shared_state.decode_oms_snapshot, raw)
     return BookView(
-        ts=_int(doc, "ts", what, 0),
-        broker=str(doc.get("broker") or ""),
-        flat=flat if isinstance(flat, bool) else not positions and not orders,
-        orders=orders,
-        positions=positions,
-        realized_pnl=_float(doc, "realized_pnl", what),
-        unrealized_pnl=_float(doc, "unrealized_pnl", what),
-        oms_kill_switch=oms_view,
+        ts=snap.ts,
+        broker=snap.broker,
+        flat=snap.flat,
+        orders=tuple(msgspec.structs.asdict(o) for o in snap.working_orders),
+        positions=tuple(msgspec.structs.asdict(p) for p in snap.open_positions),
+        realized_pnl=snap.realized_pnl,
+        unrealized_pnl=snap.unrealized_pnl,
+        oms_kill_switch=snap.kill_switch,
     )
 
 
@@ -404,8 +351,7 @@ def parse_stream_entry(raw: bytes) -> Mapping[str, Any]:
 
 def kill_switch_payload(engaged: bool, ts_ns: int, reason: str = MANUAL) -> bytes:
     """The flag the console writes: ``{"engaged", "reason", "ts", "source": "console"}``."""
-    doc = {"engaged": engaged, "reason": reason, "ts": ts_ns, "source": CONSOLE_SOURCE}
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return shared_state.encode(KillSwitchState(engaged, reason, ts_ns, CONSOLE_SOURCE))
 
 
 class SessionSource:

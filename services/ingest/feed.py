@@ -18,11 +18,10 @@ import heapq
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-import orjson
-
-from services.core import keys, topics
+from services.core import keys, shared_state, topics
 from services.core.calendar import NS_PER_S, MarketCalendar, default_calendar
 from services.core.events import Bar, ChainSnapshot, Quote
+from services.core.shared_state import IngestHeartbeat
 from services.core.stage import Output
 from services.core.state import StateStore
 
@@ -59,7 +58,7 @@ class ReplayFeed:
             end = bar.ts + bar.interval_s * NS_PER_S
             self.seq += 1
             if self._state is not None:
-                self._state.set(keys.INGEST_HEARTBEAT, orjson.dumps({"ts": end, "seq": self.seq}))
+                self._state.set(keys.INGEST_HEARTBEAT, shared_state.encode(IngestHeartbeat(ts=end, seq=self.seq)))
             if self._chain_source is not None and cal.is_open(bar.ts):
                 chain = self._chain_source(bar.symbol, bar.close, end)
                 if chain is not None:

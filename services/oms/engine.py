@@ -29,6 +29,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
+from services.core import shared_state
 from services.core.clock import Clock
 from services.core.events import (
     ChainSnapshot,
@@ -41,6 +44,7 @@ from services.core.events import (
     SignalIntent,
     TradeOutcome,
 )
+from services.core.shared_state import OmsKillSwitch, OmsSnapshot
 from services.oms.audit import AuditSink, event_record
 from services.oms.brokers.base import EXPIRY_REASON, Broker, BrokerError
 from services.oms.config import BrokerConfig
@@ -266,18 +270,23 @@ class OrderManager:
         """No contract held and no live order."""
         return self.positions.is_flat() and not any(True for _ in self.book.live())
 
+    def snapshot_state(self) -> OmsSnapshot:
+        """Live orders and held positions in the shared schema (written under keys.POSITIONS)."""
+        return OmsSnapshot(
+            ts=self.clock.now_ns(),
+            broker=self.broker.name,
+            kill_switch=OmsKillSwitch(engaged=self.kill_switch_engaged, reason=self.kill_switch_reason),
+            flat=self.is_flat(),
+            orders=tuple(leg.to_state() for leg in self.book.live()),
+            positions=tuple(p.to_state() for p in self.positions.positions.values() if p.quantity),
+            realized_pnl=self.positions.realized(),
+            unrealized_pnl=self.positions.unrealized(),
+        )
+
     def snapshot(self) -> dict[str, Any]:
-        """Open orders and positions, JSON-ready (published under keys.POSITIONS)."""
-        return {
-            "ts": self.clock.now_ns(),
-            "broker": self.broker.name,
-            "kill_switch": {"engaged": self.kill_switch_engaged, "reason": self.kill_switch_reason},
-            "flat": self.is_flat(),
-            "orders": [leg.to_dict() for leg in self.book.live()],
-            "positions": [p.to_dict() for p in self.positions.positions.values() if p.quantity],
-            "realized_pnl": self.positions.realized(),
-            "unrealized_pnl": self.positions.unrealized(),
-        }
+        """:meth:`snapshot_state` as the JSON document a reader of the key decodes (plain dicts and lists)."""
+        doc: dict[str, Any] = msgspec.json.decode(shared_state.encode(self.snapshot_state()))
+        return doc
 
     # -- commands -----------------------------------------------------------------------------
 

@@ -23,13 +23,12 @@ import datetime as dt
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final
 
 from services.core.events import OrderEvent, OrderRequest, OrderStatus, Right, Side
+from services.core.shared_state import TERMINAL_ORDER_STATUSES, LegKind, OrderLegState
 
-LegKind = Literal["entry", "take_profit", "stop_loss", "flatten"]
-
-TERMINAL_STATUSES: Final[frozenset[OrderStatus]] = frozenset({"filled", "canceled", "rejected", "expired"})
+TERMINAL_STATUSES: Final = TERMINAL_ORDER_STATUSES
 _LIVE_NEXT: Final[frozenset[OrderStatus]] = frozenset({"partial", "filled", "canceled", "expired", "modified"})
 LEGAL_TRANSITIONS: Final[Mapping[OrderStatus, frozenset[OrderStatus]]] = {
     "pending": frozenset({"accepted", "rejected"}),
@@ -249,21 +248,21 @@ class OrderLeg:
             reason=event.reason,
         )
 
-    def to_dict(self) -> dict[str, object]:
-        """Plain JSON-ready view (for snapshots)."""
-        return {
-            "order_id": self.order_id,
-            "client_order_id": self.client_order_id,
-            "underlying": self.underlying,
-            "contract": self.contract,
-            "leg": self.leg,
-            "side": self.side,
-            "status": self.status,
-            "quantity": self.quantity,
-            "filled_quantity": self.filled,
-            "limit_price": self.limit_price,
-            "stop_price": self.stop_price,
-        }
+    def to_state(self) -> OrderLegState:
+        """This leg in the shared schema (an entry of the OMS snapshot's ``orders``)."""
+        return OrderLegState(
+            order_id=self.order_id,
+            client_order_id=self.client_order_id,
+            underlying=self.underlying,
+            contract=self.contract,
+            leg=self.leg,
+            side=self.side,
+            status=self.status,
+            quantity=self.quantity,
+            filled_quantity=self.filled,
+            limit_price=self.limit_price,
+            stop_price=self.stop_price,
+        )
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from services.core.events import Event, OrderRequest, Position, Side, TradeOutcome
+from services.core.shared_state import PositionState
 from services.oms.orders import Fill
 
 
@@ -80,18 +81,18 @@ class ContractPosition:
             unrealized_pnl=self.unrealized,
         )
 
-    def to_dict(self) -> dict[str, object]:
-        """Plain JSON-ready view (for snapshots)."""
-        return {
-            "underlying": self.underlying,
-            "contract": self.contract,
-            "quantity": self.quantity,
-            "avg_price": self.avg_price,
-            "mark": self.mark,
-            "realized_pnl": self.realized,
-            "unrealized_pnl": self.unrealized,
-            "fees": self.fees,
-        }
+    def to_state(self) -> PositionState:
+        """This position in the shared schema (an entry of the OMS snapshot's ``positions``)."""
+        return PositionState(
+            underlying=self.underlying,
+            contract=self.contract,
+            quantity=self.quantity,
+            avg_price=self.avg_price,
+            mark=self.mark,
+            realized_pnl=self.realized,
+            unrealized_pnl=self.unrealized,
+            fees=self.fees,
+        )
 
 
 @dataclass(slots=True)

@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
-from services.core import keys
+from services.core import keys, shared_state
 from services.core.calendar import NS_PER_MIN, MarketCalendar, default_calendar, ny_date
 from services.core.clock import Clock
 from services.core.events import (
@@ -53,6 +52,7 @@ from services.core.events import (
     SignalIntent,
     TradeOutcome,
 )
+from services.core.shared_state import SharedStateError
 from services.core.state import StateStore
 from services.risk.config import RiskConfig, SizingLimits
 from services.risk.event_halts import EventCalendar
@@ -498,10 +498,9 @@ def _command(now: int, action: RiskAction, underlying: str, reason: str) -> Risk
 
 
 def _heartbeat_ts(raw: bytes) -> int | None:
-    """``ts`` of the ingest heartbeat JSON ``{"ts": ns, "seq": n}``; None when malformed."""
+    """``ts`` of the ingest heartbeat (:class:`~services.core.shared_state.IngestHeartbeat`); None
+    when malformed (risk then goes by the Heartbeat events alone)."""
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        return shared_state.decode_heartbeat(raw).ts
+    except SharedStateError:
         return None
-    ts = doc.get("ts") if isinstance(doc, dict) else None
-    return ts if isinstance(ts, int) and not isinstance(ts, bool) and ts >= 0 else None

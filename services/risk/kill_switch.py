@@ -1,9 +1,12 @@
 """KillSwitch: the session-wide "no new entries, cancel and flatten" flag, kept in the StateStore.
 
-The flag lives under :data:`services.core.keys.KILL_SWITCH` as JSON
+The flag lives under :data:`services.core.keys.KILL_SWITCH` as
+:class:`~services.core.shared_state.KillSwitchState` JSON
 ``{"engaged": bool, "reason": "Manual" | "DailyLossLimit" | ..., "ts": ns, "source": str}``, so an
 operator (CLI, console, the TradingSession's ``killSwitch``) can flip it by writing the key and every
-stage sees the same truth. The switch re-reads the key at most once per decision timestamp.
+stage sees the same truth: risk, the operator and the console decode it with the one shared parser,
+equally lenient (``{"engaged": true}`` alone is a manual engage by the operator). The switch re-reads
+the key at most once per decision timestamp.
 
 When the store raises (Redis unreachable — any exception counts), :attr:`KillSwitch.error` says
 why and the last known state is kept. Engaging still works locally (the caller keeps emitting its
@@ -13,50 +16,13 @@ engaged state always wins over a released one, so an outage can never silently r
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-
-from services.core import keys
+from services.core import keys, shared_state
+from services.core.shared_state import MANUAL, RELEASED, KillSwitchState, SharedStateError
 from services.core.state import StateStore
 
-MANUAL = "Manual"
+__all__ = ["DAILY_LOSS_LIMIT", "MANUAL", "RELEASED", "KillSwitch", "KillSwitchState"]
+
 DAILY_LOSS_LIMIT = "DailyLossLimit"
-
-
-@dataclass(frozen=True, slots=True)
-class KillSwitchState:
-    """The decoded kill-switch key."""
-
-    engaged: bool
-    reason: str = ""
-    ts: int = 0
-    source: str = ""
-
-    def to_json(self) -> bytes:
-        doc = {"engaged": self.engaged, "reason": self.reason, "ts": self.ts, "source": self.source}
-        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> KillSwitchState:
-        """Decode the key; an operator may write just ``{"engaged": true}``. Raises ValueError."""
-        try:
-            doc = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("engaged"), bool):
-            raise ValueError('expected a JSON object with a boolean "engaged"')
-        engaged: bool = doc["engaged"]
-        reason = doc.get("reason") or (MANUAL if engaged else "")
-        ts = doc.get("ts", 0)
-        source = doc.get("source") or "operator"
-        if not isinstance(reason, str) or not isinstance(source, str):
-            raise ValueError('"reason" and "source" must be strings')
-        if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
-            raise ValueError('"ts" must be a non-negative integer (ns)')
-        return cls(engaged, reason, ts, source)
-
-
-RELEASED = KillSwitchState(False)
 
 
 class KillSwitch:
@@ -94,9 +60,9 @@ class KillSwitch:
             self.error = f"StateStore read failed: {type(exc).__name__}: {exc}"
             return self._state
         try:
-            stored = RELEASED if raw is None else KillSwitchState.from_json(raw)
-        except ValueError as exc:
-            self.error = f"kill switch key {keys.KILL_SWITCH} is malformed: {exc}"
+            stored = RELEASED if raw is None else shared_state.decode_kill_switch(raw)
+        except SharedStateError as exc:
+            self.error = f"kill switch is malformed: {exc}"
             return self._state
         self.error = None
         if self._dirty:
@@ -135,7 +101,7 @@ class KillSwitch:
 
     def _write(self) -> bool:
         try:
-            self._store.set(keys.KILL_SWITCH, self._state.to_json())
+            self._store.set(keys.KILL_SWITCH, shared_state.encode(self._state))
         except Exception as exc:  # any store failure means "unavailable"
             self.error = f"StateStore write failed: {type(exc).__name__}: {exc}"
             return False

@@ -22,10 +22,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from services import launcher
 from services.app.market_data import load_market_data
 from services.app.stages import build_replay_feed
-from services.backtest.embedded import EmbeddedSession, SessionSpec
+from services.backtest.embedded import EmbeddedSession
 from services.core import topics
 from services.core.datasets import SAMPLE_BARS
 from services.core.events import Event, decode_msgpack, encode_msgpack
+from services.core.session_config import SessionConfig
 from services.core.settings import CONFIG_DIR
 from services.oms.audit import MemoryAudit
 from tests.harness.kafka_broker import KafkaBroker
@@ -88,7 +89,8 @@ class Reference:
 def embedded_reference() -> Reference:
     data = load_market_data(list(SYMBOLS), DATA)
     audit = MemoryAudit()
-    session = EmbeddedSession(SessionSpec(SYMBOLS, config_dir=CONFIG_DIR, calibration=None), audit=audit)
+    session = EmbeddedSession(SessionConfig(symbols=SYMBOLS, config_dir=CONFIG_DIR, calibration={"path": None}),
+                              audit=audit)
     published = Published()
     for topic in COMPARED:
         session.bus.subscribe(topic, lambda e, t=topic: published.add(t, event_key(e), encode_msgpack(e)),

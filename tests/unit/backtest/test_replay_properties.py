@@ -13,8 +13,12 @@ from services.backtest.main import run_backtest, write_outputs
 from services.core.calendar import NEW_YORK
 from services.core.datasets import SAMPLE_BARS
 from services.core.events import Bar, encode_msgpack
+from services.core.session_config import SessionConfig
 
 NS = 1_000_000_000
+
+
+UNCALIBRATED = SessionConfig(symbols=("SPY",), calibration={"path": None})
 
 
 def _sample() -> MarketData:
@@ -24,7 +28,7 @@ def _sample() -> MarketData:
 def test_same_input_gives_byte_identical_outputs(tmp_path: Path) -> None:
     files = []
     for run in ("a", "b"):
-        result = run_backtest(["SPY"], _sample(), calibration=None)
+        result = run_backtest(UNCALIBRATED, _sample())
         out = tmp_path / run
         write_outputs(result, out / "summary.json", out / "trades.json", out)
         files.append(out)
@@ -48,8 +52,8 @@ def test_changing_bars_after_t_leaves_every_earlier_decision_unchanged() -> None
         altered.append(msgspec.structs.replace(b, open=o, high=hi, low=lo, close=c, volume=b.volume * 2 + 1))
     future = MarketData({"SPY": altered}, {}, "altered")
 
-    a = run_backtest(["SPY"], base, calibration=None).record
-    b = run_backtest(["SPY"], future, calibration=None).record
+    a = run_backtest(UNCALIBRATED, base).record
+    b = run_backtest(UNCALIBRATED, future).record
 
     def before(events: list) -> list[bytes]:  # type: ignore[type-arg]
         return [encode_msgpack(e) for e in events if e.ts < cutoff]

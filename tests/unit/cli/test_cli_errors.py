@@ -53,11 +53,3 @@ def test_bad_config_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "bogus_limit" in lines[0], proc.stderr
-
-
-def test_live_mode_refused_by_embedded_run() -> None:
-    import os
-
-    env = dict(os.environ, DREAMBOT_MODE="live")
-    proc = _run("-m", "services.cli", "run", env=env)
-    assert proc.returncode == 2 and "paper" in proc.stderr and "Traceback" not in proc.stderr

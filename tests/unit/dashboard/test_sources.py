@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from services.core import keys
+from services.core import keys, shared_state
 from services.core.state import MemoryState, StateError, StateUnavailable
 from services.dashboard.sources import (
     PANELS,
@@ -31,7 +31,7 @@ from services.dashboard.sources import (
     safe_reason,
     strip_credentials,
 )
-from services.risk.kill_switch import KillSwitchState
+from services.core.shared_state import KillSwitchState
 
 # Captured from a real Prometheus 2.42 scraping services.core.metrics.StageMetrics("oms").
 VECTOR = json.loads(
@@ -255,11 +255,16 @@ def test_parse_book_keeps_open_positions_and_working_orders() -> None:
     assert parse_book(None) is None
 
 
+def _with(**changes: object) -> bytes:
+    return json.dumps({**SNAPSHOT, **changes}).encode()
+
+
 @pytest.mark.parametrize("raw, match", [
-    (b"{not json", "not JSON"),
-    (b"[]", "expected a JSON object"),
-    (b'{"positions": 3}', "must be a list of objects"),
-    (b'{"realized_pnl": "lots"}', "must be a number"),
+    (b"{not json", r"^dreambot:positions: not JSON"),
+    (b"[]", r"Expected `object`, got `array`"),
+    (_with(positions=3), r"Expected `array`, got `int` - at `\$.positions`"),
+    (_with(realized_pnl="lots"), r"Expected `float`, got `str` - at `\$.realized_pnl`"),
+    (json.dumps({k: v for k, v in SNAPSHOT.items() if k != "orders"}).encode(), "missing required field `orders`"),
 ])
 def test_parse_book_refuses_malformed_snapshots(raw: bytes, match: str) -> None:
     with pytest.raises(SourceError, match=match):
@@ -271,7 +276,7 @@ def test_parse_kill_switch_and_heartbeat() -> None:
     flag = parse_kill_switch(b'{"engaged": true, "reason": "DailyLossLimit", "ts": 5, "source": "risk"}')
     assert (flag.engaged, flag.reason, flag.ts, flag.source) == (True, "DailyLossLimit", 5, "risk")
     assert parse_kill_switch(b'{"engaged": true}').reason == "Manual"
-    with pytest.raises(SourceError, match="boolean"):
+    with pytest.raises(SourceError, match=r"dreambot:kill_switch: Expected `bool`, got `str` - at `\$.engaged`"):
         parse_kill_switch(b'{"engaged": "yes"}')
     beat = parse_heartbeat(b'{"ts": %d, "seq": 9}' % (NOW_NS - 45 * 10**9), NOW_NS, 30.0)
     assert beat is not None and beat.stale and beat.age_s == pytest.approx(45.0) and beat.seq == 9
@@ -357,7 +362,7 @@ def test_set_kill_switch_writes_the_flag_risk_reads() -> None:
     written = source.set_kill_switch(True)
     assert written == b'{"engaged":true,"reason":"Manual","ts":%d,"source":"console"}' % NOW_NS
     assert mem.get(keys.KILL_SWITCH) == written
-    assert KillSwitchState.from_json(written) == KillSwitchState(True, "Manual", NOW_NS, "console")
+    assert shared_state.decode_kill_switch(written) == KillSwitchState(True, "Manual", NOW_NS, "console")
     source.set_kill_switch(False)
     assert json.loads(mem.get(keys.KILL_SWITCH) or b"") == {"engaged": False, "reason": "Manual", "ts": NOW_NS,
                                                             "source": "console"}

@@ -53,8 +53,11 @@ def test_crd_schema_encodes_the_rules() -> None:
     assert props["symbols"]["items"]["enum"] == ["SPX", "NDX", "SPY", "QQQ"]
     assert props["stages"]["properties"]["oms"]["properties"]["replicas"]["maximum"] == 1
     assert set(props["stages"]["properties"]) == {"ingest", "features", "signals", "risk", "oms", "learner"}
+    from dreambot_operator.render import RISK_FIELDS
+
+    assert set(props["risk"]["properties"]) == set(RISK_FIELDS)  # every limit the risk stage has, no other
     for limit in props["risk"]["properties"].values():
-        assert limit["minimum"] == 0
+        assert limit["minimum"] >= 0 and (limit["minimum"] > 0 or limit.get("exclusiveMinimum"))
     rules = " ".join(r["rule"] for r in spec["x-kubernetes-validations"])
     assert "broker.secretRef" in rules and "I-UNDERSTAND-THIS-TRADES-REAL-MONEY" in rules
     phases = schema["properties"]["status"]["properties"]["phase"]["enum"]

@@ -13,14 +13,17 @@ from dreambot_operator.render import (
     STAGES,
     RenderContext,
     SessionRef,
+    SpecError,
     render_children,
 )
+
+from services.core.session_config import SessionConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 REF = SessionRef(name="paper-etf", namespace="trading", uid="0f1e2d3c-0000-4000-8000-000000000001")
 LIVE_REF = SessionRef(name="live-index", namespace="trading", uid="0f1e2d3c-0000-4000-8000-000000000002")
 CTX = RenderContext(default_image="registry.local/dreambot:1.2.3",
-                    base_config={"playbooks.yaml": "playbooks: []\n", "risk.yaml": "max_daily_loss: 1000\n"})
+                    base_config={p.name: p.read_text() for p in sorted((ROOT / "config").glob("*.yaml"))})
 
 
 def example_spec(name: str) -> dict[str, Any]:
@@ -173,11 +176,11 @@ def test_live_credentials_are_secret_references_on_the_stages_that_need_them(
                     assert "value" not in item
 
 
-def test_live_without_the_exact_phrase_is_not_confirmed() -> None:
+def test_live_without_the_exact_phrase_is_refused() -> None:
     spec = example_spec("tradingsession-live.yaml")
     spec["liveConfirmation"] = "yes"
-    children = by_kind_name(render_children(LIVE_REF, spec, CTX))
-    assert env(children[("Deployment", "live-index-oms")])["DREAMBOT_LIVE_CONFIRM"] == "false"
+    with pytest.raises(SpecError, match="live_confirm"):
+        render_children(LIVE_REF, spec, CTX)
 
 
 def test_suspend_scales_every_stage_to_zero_and_suspends_jobs() -> None:
@@ -221,14 +224,30 @@ def test_restart_nonce_and_config_changes_roll_the_pods() -> None:
 
 def test_config_map_holds_project_config_and_session_yaml(paper: dict[tuple[str, str], dict[str, Any]]) -> None:
     data = paper[("ConfigMap", "paper-etf-config")]["data"]
-    assert data["playbooks.yaml"] == "playbooks: []\n"
-    assert data["risk.yaml"] == "max_daily_loss: 1000\n"
+    assert data["playbooks.yaml"] == (ROOT / "config" / "playbooks.yaml").read_text()
+    assert data["risk.yaml"] == (ROOT / "config" / "risk.yaml").read_text()
     session = yaml.safe_load(data["session.yaml"])
-    assert session["session"] == "paper-etf"
+    assert session["name"] == "paper-etf"
     assert session["symbols"] == ["SPY", "QQQ"]
-    assert session["risk"]["maxDailyLoss"] == 1500
-    assert session["marketData"]["source"] == "replay"
-    assert session["playbooks"]["enabled"] == ["orb_breakout", "vwap_reclaim"]
+    assert session["risk"] == {"max_daily_loss_usd": 1500.0, "max_open_positions": 3, "max_contracts_per_order": 5}
+    assert session["market_data"] == {"source": "replay", "replay": {"path": "data/sample/spy_1min_2025-07-09.csv"}}
+    assert session["playbooks"] == {"enabled": ["orb_calls", "orb_puts"]}
+    assert session["broker"] == {"provider": "paper"}
+    config = SessionConfig(**session)  # the stages' own model reads it back
+    assert config.risk.max_daily_loss_usd == 1500 and config.playbooks.enabled == ("orb_calls", "orb_puts")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"risk": {"maxLossPerTrade": 300}}, "maxLossPerTrade not supported"),
+    ({"playbooks": {"enabled": ["orb_breakout"]}}, "unknown playbook(s) orb_breakout"),
+    ({"playbooks": {"overrides": {"orb_calls": {"sizing": {"bogus": 1}}}}}, "orb_calls"),
+    ({"symbols": ["SPY", "spy x"]}, "symbols"),
+])
+def test_a_spec_the_stages_cannot_honour_is_refused(change: dict[str, Any], message: str) -> None:
+    spec = example_spec("tradingsession-paper.yaml") | change
+    with pytest.raises(SpecError) as err:
+        render_children(REF, spec, CTX)
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_session_role_grants_only_reads_of_its_own_objects(paper: dict[tuple[str, str], dict[str, Any]]) -> None:

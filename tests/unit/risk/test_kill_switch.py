@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from services.core import keys
+from services.core import keys, shared_state
 from services.core.events import OrderRequest, RiskCommand, RiskRejection
 from services.core.state import MemoryState
 from services.risk.config import RiskConfig
@@ -119,7 +119,7 @@ def test_operator_writes_the_key_directly() -> None:
     assert _actions(cmds) == [("engage_kill_switch", "*"), ("cancel", "SPY"), ("flatten", "SPY")]
     r = h.intent("b", T0 + 2 * NS, contract="SPY250708P00600000")
     assert isinstance(r, RiskRejection) and r.rule == "kill_switch" and "by operator" in r.reason
-    h.state.set(keys.KILL_SWITCH, KillSwitchState(False, "", T0 + 3 * NS, "console").to_json())
+    h.state.set(keys.KILL_SWITCH, shared_state.encode(KillSwitchState(False, "", T0 + 3 * NS, "console")))
     assert _actions(h.engine.check(T0 + 3 * NS)) == [("release_kill_switch", "*")]
     assert isinstance(h.intent("c", T0 + 4 * NS, contract="SPY250708P00600000"), OrderRequest)
 

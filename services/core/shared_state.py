@@ -1,0 +1,235 @@
+"""The shared-state schema: every StateStore (Redis) value that more than one component reads.
+
+One msgspec Struct per value, one encoder and one decoder per key, so writers and readers cannot
+drift apart and every reader is exactly as lenient as every other:
+
+- ``keys.KILL_SWITCH``: :class:`KillSwitchState`, written by risk, the operator and the console,
+  read by all three;
+- ``keys.INGEST_HEARTBEAT``: :class:`IngestHeartbeat`, written by the ingest, read by risk and the
+  console;
+- ``keys.POSITIONS``: :class:`OmsSnapshot` (:class:`OrderLegState`, :class:`PositionState`), written
+  by the OMS, read by the operator (is the book flat?) and the console;
+- ``keys.FLATTEN_REQUEST``: :class:`FlattenRequest`, written by the operator, read by the OMS;
+- ``keys.FLATTEN_ACK``: :class:`FlattenAck`, written by the OMS once it acted on a request, read by
+  the OMS after a restart (so a nonce is never acted on twice).
+
+The learner's saved state (``keys.LEARNER_STATE``) is not here: only the learner reads it
+(:mod:`services.learner.stage`).
+
+Leniency is decided here, once: the kill switch accepts the minimal form an operator may type,
+``{"engaged": true}`` (an empty or missing ``reason`` means ``Manual`` when engaged, an empty or
+missing ``source`` means ``operator``, a missing ``ts`` is 0); a flatten request needs only its
+``nonce``; the heartbeat's ``seq`` defaults to 0. Everything else is required and type-checked;
+unknown fields are ignored (a newer writer may add some). The OMS snapshot has no defaults at all:
+a reader deciding "is the book flat?" must never mistake a missing ``orders`` list for an empty one.
+
+Decoding failures raise :class:`SharedStateError` (a ValueError) whose one-line message names the
+key and, for a wrong field, its path (``$.orders[0].status``).
+
+This module is pure: no stage package, no Redis or Kubernetes client.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal, TypeVar
+
+import msgspec
+
+from services.core import keys
+from services.core.events import Nanos, OrderStatus, Side
+
+MANUAL: Final = "Manual"  # kill-switch reason of a manual engage
+OPERATOR: Final = "operator"  # source of a flag written without one
+
+LegKind = Literal["entry", "take_profit", "stop_loss", "flatten"]
+TERMINAL_ORDER_STATUSES: Final[frozenset[OrderStatus]] = frozenset({"filled", "canceled", "rejected", "expired"})
+
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+Nonce = Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class SharedStateError(ValueError):
+    """A shared-state value could not be decoded; ``key`` names it, ``reason`` says why."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = " ".join(reason.split())
+        super().__init__(f"{key}: {self.reason}")
+
+
+# --- the kill switch ---------------------------------------------------------------------------
+
+
+class KillSwitchState(msgspec.Struct, frozen=True):
+    """The session's kill-switch flag: engaged or not, why, since when (ns) and who set it."""
+
+    engaged: bool
+    reason: str = ""
+    ts: Nanos = 0
+    source: str = ""
+
+
+class _KillSwitchWire(msgspec.Struct, frozen=True):
+    """The flag as it may be typed by hand (reason and source may be missing, empty or null)."""
+
+    engaged: bool
+    reason: str | None = None
+    ts: Nanos = 0
+    source: str | None = None
+
+
+RELEASED: Final = KillSwitchState(False)
+
+# --- the ingest heartbeat ----------------------------------------------------------------------
+
+
+class IngestHeartbeat(msgspec.Struct, frozen=True):
+    """The ingest's heartbeat: event time (ns) of the newest market data and its sequence number."""
+
+    ts: Nanos
+    seq: NonNegInt = 0
+
+
+# --- the OMS snapshot --------------------------------------------------------------------------
+
+
+class OmsKillSwitch(msgspec.Struct, frozen=True):
+    """The kill switch as the OMS applies it (from the commands it handled)."""
+
+    engaged: bool
+    reason: str
+
+
+class OrderLegState(msgspec.Struct, frozen=True):
+    """One order leg at the broker, as the OMS's order book holds it."""
+
+    order_id: str
+    client_order_id: str
+    underlying: str
+    contract: str
+    leg: LegKind
+    side: Side
+    status: OrderStatus
+    quantity: NonNegInt
+    filled_quantity: NonNegInt
+    limit_price: float | None
+    stop_price: float | None
+
+    @property
+    def working(self) -> bool:
+        """Not filled, canceled, rejected or expired."""
+        return self.status not in TERMINAL_ORDER_STATUSES
+
+
+class PositionState(msgspec.Struct, frozen=True):
+    """Net holding of one contract (positive long, negative short) with its PnL in USD."""
+
+    underlying: str
+    contract: str
+    quantity: int
+    avg_price: float
+    mark: float | None
+    realized_pnl: float
+    unrealized_pnl: float
+    fees: float
+
+
+class OmsSnapshot(msgspec.Struct, frozen=True):
+    """The OMS's orders, positions and PnL (``OrderManager.snapshot_state``), written after each batch."""
+
+    ts: Nanos
+    broker: str
+    kill_switch: OmsKillSwitch
+    flat: bool
+    orders: tuple[OrderLegState, ...]
+    positions: tuple[PositionState, ...]
+    realized_pnl: float
+    unrealized_pnl: float
+
+    @property
+    def working_orders(self) -> tuple[OrderLegState, ...]:
+        """Orders not in a terminal status."""
+        return tuple(o for o in self.orders if o.working)
+
+    @property
+    def open_positions(self) -> tuple[PositionState, ...]:
+        """Positions with a non-zero quantity."""
+        return tuple(p for p in self.positions if p.quantity != 0)
+
+
+# --- flatten requests --------------------------------------------------------------------------
+
+
+class FlattenRequest(msgspec.Struct, frozen=True):
+    """A one-shot ask to the OMS to flatten every position; acted on once per ``nonce``."""
+
+    nonce: Nonce
+    ts: Nanos = 0
+    source: str = ""
+
+
+class FlattenAck(msgspec.Struct, frozen=True):
+    """The flatten request the OMS acted on last: its ``nonce`` and the RiskCommand id it published."""
+
+    nonce: Nonce
+    command: str
+    ts: Nanos
+
+
+SharedValue = KillSwitchState | IngestHeartbeat | OmsSnapshot | FlattenRequest | FlattenAck
+
+# --- codecs ------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+_ENCODER: Final = msgspec.json.Encoder()
+_KILL_SWITCH: Final = msgspec.json.Decoder(_KillSwitchWire)
+_HEARTBEAT: Final = msgspec.json.Decoder(IngestHeartbeat)
+_OMS_SNAPSHOT: Final = msgspec.json.Decoder(OmsSnapshot)
+_FLATTEN_REQUEST: Final = msgspec.json.Decoder(FlattenRequest)
+_FLATTEN_ACK: Final = msgspec.json.Decoder(FlattenAck)
+
+
+def encode(value: SharedValue) -> bytes:
+    """Compact JSON of ``value``, fields in declaration order (what every writer stores)."""
+    return _ENCODER.encode(value)
+
+
+def _decode(decoder: msgspec.json.Decoder[T], raw: bytes | str, key: str) -> T:
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise SharedStateError(key, str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise SharedStateError(key, f"not JSON ({str(exc).removeprefix('JSON is malformed: ')})") from None
+
+
+def decode_kill_switch(raw: bytes | str) -> KillSwitchState:
+    """The flag under ``keys.KILL_SWITCH``; ``{"engaged": true}`` alone means Manual, by the operator."""
+    wire = _decode(_KILL_SWITCH, raw, keys.KILL_SWITCH)
+    return KillSwitchState(
+        engaged=wire.engaged,
+        reason=wire.reason or (MANUAL if wire.engaged else ""),
+        ts=wire.ts,
+        source=wire.source or OPERATOR,
+    )
+
+
+def decode_heartbeat(raw: bytes | str) -> IngestHeartbeat:
+    """The heartbeat under ``keys.INGEST_HEARTBEAT``."""
+    return _decode(_HEARTBEAT, raw, keys.INGEST_HEARTBEAT)
+
+
+def decode_oms_snapshot(raw: bytes | str) -> OmsSnapshot:
+    """The OMS snapshot under ``keys.POSITIONS`` (every field required)."""
+    return _decode(_OMS_SNAPSHOT, raw, keys.POSITIONS)
+
+
+def decode_flatten_request(raw: bytes | str) -> FlattenRequest:
+    """The flatten request under ``keys.FLATTEN_REQUEST``."""
+    return _decode(_FLATTEN_REQUEST, raw, keys.FLATTEN_REQUEST)
+
+
+def decode_flatten_ack(raw: bytes | str) -> FlattenAck:
+    """The OMS's acknowledgement under ``keys.FLATTEN_ACK``."""
+    return _decode(_FLATTEN_ACK, raw, keys.FLATTEN_ACK)
