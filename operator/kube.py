@@ -58,9 +58,9 @@ class KubeError(RuntimeError):
 def load_api_client() -> client.ApiClient:
     """ApiClient from the in-cluster service account, else from KUBECONFIG / ~/.kube/config."""
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
     return client.ApiClient()
 
 
@@ -97,9 +97,9 @@ class Kube:
         try:
             response = self.api.call_api(*request, _request_timeout=30)
             if not 200 <= response.status <= 299:
-                response.read()
+                response.read()  # type: ignore[no-untyped-call]
                 self.api.response_deserialize(response, {})
-            raw = response.read()
+            raw = response.read()  # type: ignore[no-untyped-call]
         except ApiException as exc:
             raise KubeError(f"{method} {path}: {exc.status} {_message(exc)}", int(exc.status or 0)) from None
         return json.loads(raw) if raw else None

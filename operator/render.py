@@ -141,7 +141,7 @@ def _metadata(ref: SessionRef, name: str, component: str) -> dict[str, Any]:
 # --- spec reading --------------------------------------------------------------------------------
 
 def is_live(spec: Mapping[str, Any]) -> bool:
-    return spec.get("mode", "paper") == "live"
+    return bool(spec.get("mode", "paper") == "live")
 
 
 def live_confirmed(spec: Mapping[str, Any]) -> bool:
@@ -257,7 +257,7 @@ def _check_against_config(config: SessionConfig, ctx: RenderContext) -> None:
 def session_file(config: SessionConfig) -> str:
     """``session.yaml``: what the spec set, in SessionConfig's own fields (no credentials)."""
     data = config.model_dump(mode="json", exclude_unset=True, exclude={"broker": {"access_token"}})
-    return yaml.safe_dump(data, sort_keys=True)
+    return str(yaml.safe_dump(data, sort_keys=True))
 
 
 def config_data(name: str, spec: Mapping[str, Any], ctx: RenderContext) -> dict[str, str]:

@@ -258,7 +258,8 @@ def http_text(url: str, timeout_s: float = 2.0) -> str:
     """Body of a GET (also of an error status), or why there is none."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            return resp.read().decode(errors="replace")
+            text: str = resp.read().decode(errors="replace")
+            return text
     except urllib.error.HTTPError as exc:
         return exc.read().decode(errors="replace")
     except (urllib.error.URLError, OSError) as exc:

@@ -114,7 +114,8 @@ def ny_date(ts_ns: int) -> dt.date:
 
 def ny_datetime(ts_ns: int) -> dt.datetime:
     """Timezone-aware New York datetime of a UTC ns timestamp."""
-    return pd.Timestamp(ts_ns, tz="UTC").tz_convert(NEW_YORK).to_pydatetime()
+    moment: dt.datetime = pd.Timestamp(ts_ns, tz="UTC").tz_convert(NEW_YORK).to_pydatetime()
+    return moment
 
 
 def iso_ny(ts_ns: int) -> str:

@@ -135,12 +135,12 @@ class RedisState:
     def length(self, stream: str) -> int:
         """Entries currently held by ``stream``."""
         k = self.stream_key(stream)
-        return int(cast(int, self._call(f"XLEN {k}", lambda: self._client.xlen(k))))
+        return int(self._call(f"XLEN {k}", lambda: self._client.xlen(k)))
 
     def ttl_s(self, key: str) -> float | None:
         """Seconds until ``key`` expires; None if it has no TTL or does not exist."""
         k = self.key(key)
-        ms = int(cast(int, self._call(f"PTTL {k}", lambda: self._client.pttl(k))))
+        ms = int(self._call(f"PTTL {k}", lambda: self._client.pttl(k)))
         return ms / 1000 if ms >= 0 else None
 
     def ping(self) -> None:

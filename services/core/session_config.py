@@ -83,12 +83,12 @@ class _Section(BaseModel):
 class KafkaConfig(_Section):
     """The session's Kafka (services mode)."""
 
-    bootstrap: str = Field("127.0.0.1:9092", min_length=1, description="Kafka brokers, host:port[,...].")
-    topic_prefix: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$",
+    bootstrap: str = Field(default="127.0.0.1:9092", min_length=1, description="Kafka brokers, host:port[,...].")
+    topic_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$",
                                      description="Topics <prefix>.<name>, groups <prefix>.<stage>; default the name.")
-    partitions: int = Field(3, ge=1, le=1000, description="Partitions of the topics a stage creates.")
-    session_timeout_ms: int = Field(10_000, ge=1000, le=300_000, description="Consumer liveness timeout.")
-    debug: str | None = Field(None, description="librdkafka debug contexts (e.g. cgrp,fetch).")
+    partitions: int = Field(default=3, ge=1, le=1000, description="Partitions of the topics a stage creates.")
+    session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000, description="Consumer liveness timeout.")
+    debug: str | None = Field(default=None, description="librdkafka debug contexts (e.g. cgrp,fetch).")
 
     _none = field_validator("topic_prefix", "debug", mode="before")(lambda v: _none_word(v))
 
@@ -96,27 +96,28 @@ class KafkaConfig(_Section):
 class RedisConfig(_Section):
     """The session's Redis (shared state in services mode)."""
 
-    url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(rediss?|unix)://", description="Redis URL.")
+    url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(rediss?|unix)://", description="Redis URL.")
 
 
 class HttpConfig(_Section):
     """A stage process's /healthz /readyz /metrics endpoints."""
 
-    host: str = Field("0.0.0.0", description="Listen address.")
-    port: int = Field(9100, ge=0, le=65535, description="Port (0: any free one, logged).")
+    host: str = Field(default="0.0.0.0", description="Listen address.")
+    port: int = Field(default=9100, ge=0, le=65535, description="Port (0: any free one, logged).")
 
 
 class ReplayConfig(_Section):
     """Recorded or synthetic bars replayed through the pipeline."""
 
-    path: Path | None = Field(None, description="Bars file (.csv, .parquet, .duckdb) or flat-file folder.")
-    table: str | None = Field(None, description="DuckDB table of the replay file.")
-    tz: str | None = Field(None, description="Time zone of naive timestamps (default New York, or UTC if named).")
-    seed: int = Field(7, description="Seed of synthetic option chains and synthetic bars.")
-    sessions: int = Field(1, ge=1, le=2000, description="Synthetic sessions when there is no file.")
-    lockstep: bool = Field(True, description="Services mode: replay in lockstep (embedded-identical results).")
-    rate: float = Field(0.0, ge=0, description="Most market-data events per second (0: unpaced).")
-    lockstep_stages: tuple[str, ...] = Field(PIPELINE_STAGES, description="Stages taking part in the lockstep.")
+    path: Path | None = Field(default=None, description="Bars file (.csv, .parquet, .duckdb) or flat-file folder.")
+    table: str | None = Field(default=None, description="DuckDB table of the replay file.")
+    tz: str | None = Field(default=None,
+                           description="Time zone of naive timestamps (default New York, or UTC if named).")
+    seed: int = Field(default=7, description="Seed of synthetic option chains and synthetic bars.")
+    sessions: int = Field(default=1, ge=1, le=2000, description="Synthetic sessions when there is no file.")
+    lockstep: bool = Field(default=True, description="Services mode: replay in lockstep (embedded-identical results).")
+    rate: float = Field(default=0.0, ge=0, description="Most market-data events per second (0: unpaced).")
+    lockstep_stages: tuple[str, ...] = Field(default=PIPELINE_STAGES, description="Stages taking part in the lockstep.")
 
     _none = field_validator("path", "table", "tz", mode="before")(lambda v: _none_word(v))
     _list = field_validator("lockstep_stages", mode="before")(lambda v: _split(v))
@@ -133,15 +134,15 @@ class ReplayConfig(_Section):
 class PolygonConfig(_Section):
     """Polygon (Massive) endpoints and key reference."""
 
-    rest_url: str = Field("https://api.polygon.io", pattern=r"^https?://", description="REST endpoint.")
-    ws_url: str = Field("wss://socket.polygon.io", pattern=r"^wss?://", description="Websocket endpoint.")
-    api_key: SecretStr | None = Field(None, description="API key (env POLYGON_API_KEY only).")
+    rest_url: str = Field(default="https://api.polygon.io", pattern=r"^https?://", description="REST endpoint.")
+    ws_url: str = Field(default="wss://socket.polygon.io", pattern=r"^wss?://", description="Websocket endpoint.")
+    api_key: SecretStr | None = Field(default=None, description="API key (env POLYGON_API_KEY only).")
 
 
 class MarketDataConfig(_Section):
     """Where bars, quotes and chains come from."""
 
-    source: Literal["synthetic", "replay", "polygon"] | None = Field(
+    source: Literal["synthetic", "replay", "polygon"] | None = Field(default=
         None, description="synthetic, replay or polygon; unset: replay when replay.path is set, else synthetic.")
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     polygon: PolygonConfig = Field(default_factory=PolygonConfig)
@@ -158,11 +159,13 @@ class MarketDataConfig(_Section):
 class BrokerSettings(_Section):
     """Which broker works the orders: paper (simulated fills) or Tradier (sandbox or live)."""
 
-    provider: Literal["paper", "tradier"] = Field("paper", description="paper or tradier (default: broker.yaml).")
-    environment: Literal["sandbox", "live"] = Field("sandbox", description="Tradier account: sandbox or live.")
-    base_url: str | None = Field(None, pattern=r"^https?://", description="Tradier endpoint override (sandbox).")
-    access_token: SecretStr | None = Field(None, description="Tradier token (env TRADIER_ACCESS_TOKEN only).")
-    account_id: str | None = Field(None, description="Tradier account id (env TRADIER_ACCOUNT_ID).")
+    provider: Literal["paper", "tradier"] = Field(default="paper",
+                                                  description="paper or tradier (default: broker.yaml).")
+    environment: Literal["sandbox", "live"] = Field(default="sandbox", description="Tradier account: sandbox or live.")
+    base_url: str | None = Field(default=None, pattern=r"^https?://",
+                                 description="Tradier endpoint override (sandbox).")
+    access_token: SecretStr | None = Field(default=None, description="Tradier token (env TRADIER_ACCESS_TOKEN only).")
+    account_id: str | None = Field(default=None, description="Tradier account id (env TRADIER_ACCOUNT_ID).")
 
     _none = field_validator("base_url", "account_id", mode="before")(lambda v: _none_word(v))
 
@@ -170,7 +173,8 @@ class BrokerSettings(_Section):
 class CalibrationSettings(_Section):
     """The nightly calibration's output, read by signals (PoT threshold) and risk (size multiplier)."""
 
-    path: Path | None = Field(DEFAULT_CALIBRATION, description="Calibration JSON (used when it exists); none: off.")
+    path: Path | None = Field(default=DEFAULT_CALIBRATION,
+                              description="Calibration JSON (used when it exists); none: off.")
 
     _none = field_validator("path", mode="before")(lambda v: _none_word(v))
 
@@ -178,12 +182,12 @@ class CalibrationSettings(_Section):
 class RiskOverrides(_Section):
     """Session limits merged over ``config/risk.yaml`` (unset: the file's value)."""
 
-    max_daily_loss_usd: Finite | None = Field(None, gt=0, description="Loss that engages the kill switch.")
-    max_open_positions: int | None = Field(None, ge=1, description="Distinct contracts held or being entered.")
-    max_contracts_per_order: int | None = Field(None, ge=1, description="Contracts in one order.")
-    max_premium_per_symbol_usd: Finite | None = Field(None, gt=0, description="Premium at risk per underlying.")
-    max_premium_total_usd: Finite | None = Field(None, gt=0, description="Premium at risk in total.")
-    max_orders_per_minute: int | None = Field(None, ge=1, description="Order-rate throttle.")
+    max_daily_loss_usd: Finite | None = Field(default=None, gt=0, description="Loss that engages the kill switch.")
+    max_open_positions: int | None = Field(default=None, ge=1, description="Distinct contracts held or being entered.")
+    max_contracts_per_order: int | None = Field(default=None, ge=1, description="Contracts in one order.")
+    max_premium_per_symbol_usd: Finite | None = Field(default=None, gt=0, description="Premium at risk per underlying.")
+    max_premium_total_usd: Finite | None = Field(default=None, gt=0, description="Premium at risk in total.")
+    max_orders_per_minute: int | None = Field(default=None, ge=1, description="Order-rate throttle.")
 
     def as_risk_yaml(self) -> dict[str, Any]:
         """The overrides in ``risk.yaml``'s shape."""
@@ -197,7 +201,8 @@ class RiskOverrides(_Section):
 class PlaybookSelection(_Section):
     """Which playbooks of ``config/playbooks.yaml`` run, and per-playbook field overrides."""
 
-    enabled: tuple[str, ...] | None = Field(None, description="Playbook names to run; unset: every enabled one.")
+    enabled: tuple[str, ...] | None = Field(default=None,
+                                            description="Playbook names to run; unset: every enabled one.")
     overrides: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                  description="playbook name -> fields merged over its entry.")
 
@@ -209,15 +214,15 @@ class SessionConfig(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="forbid", validate_default=True)
 
-    name: str = Field("default", pattern=_NAME_RE, description="Session name: prefixes Redis keys and topics.")
-    mode: Literal["paper", "live"] = Field("paper", description="paper (default) or live trading.")
-    live_confirm: bool = Field(False, description="Must be true, with mode live, to send real orders.")
-    symbols: tuple[Annotated[str, Field(pattern=_SYMBOL_RE)], ...] = Field(
+    name: str = Field(default="default", pattern=_NAME_RE, description="Session name: prefixes Redis keys and topics.")
+    mode: Literal["paper", "live"] = Field(default="paper", description="paper (default) or live trading.")
+    live_confirm: bool = Field(default=False, description="Must be true, with mode live, to send real orders.")
+    symbols: tuple[Annotated[str, Field(pattern=_SYMBOL_RE)], ...] = Field(default=
         ("SPY",), min_length=1, max_length=16, description="Underlyings, e.g. SPY,QQQ.")
-    config_dir: Path = Field(CONFIG_DIR, description="Folder of playbooks/risk/events/broker YAML.")
-    storage_dir: Path = Field(PROJECT_ROOT / "storage", description="Where runs write their outputs.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
-    chain_every_s: float = Field(300.0, gt=0, le=86_400, description="Least event time between chain analyses.")
+    config_dir: Path = Field(default=CONFIG_DIR, description="Folder of playbooks/risk/events/broker YAML.")
+    storage_dir: Path = Field(default=PROJECT_ROOT / "storage", description="Where runs write their outputs.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    chain_every_s: float = Field(default=300.0, gt=0, le=86_400, description="Least event time between chain analyses.")
     market_data: MarketDataConfig = Field(default_factory=MarketDataConfig)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)

@@ -33,6 +33,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
@@ -298,7 +299,8 @@ def _floats(col: pd.Series) -> FloatArray:
     if not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
         # A stray word in a numeric column becomes NaN here, so the row is refused as `nan`.
         col = pd.to_numeric(col, errors="coerce")
-    return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    values: np.ndarray[tuple[Any, ...], np.dtype[np.float64]] = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    return values
 
 
 def _symbol_rows(df: pd.DataFrame, cols: _Columns, symbol: str) -> pd.DataFrame:
@@ -432,7 +434,8 @@ def _optional_column(parts: Sequence[_Part], name: str) -> list[float] | None:
     if all(a is None for a in arrays):
         return None
     filled = [np.full(len(p), np.nan) if a is None else a for p, a in zip(parts, arrays, strict=True)]
-    return np.concatenate(filled).tolist()
+    values: list[float] = np.concatenate(filled).tolist()
+    return values
 
 
 # --- readers -----------------------------------------------------------------------------------
@@ -679,7 +682,8 @@ def _ny_text(ts: np.ndarray) -> list[str]:
     if np.any(ts % 1_000_000_000):
         return [s.isoformat(sep=" ") for s in stamps]
     raw = pd.Series(stamps.strftime("%Y-%m-%d %H:%M:%S%z"))
-    return (raw.str[:-2] + ":" + raw.str[-2:]).tolist()  # -0400 -> -04:00, as in the seed file
+    stamps_out: list[str] = (raw.str[:-2] + ":" + raw.str[-2:]).tolist()  # -0400 -> -04:00, as in the seed file
+    return stamps_out
 
 
 def _write_csv(cols: dict[str, np.ndarray], path: Path) -> None:

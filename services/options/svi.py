@@ -130,7 +130,7 @@ def _sse(mo: FloatArray, a: float, d: float, c: float) -> float:
     s1, sy, sz, syy, szz, syz, sw, swy, swz, sww = mo[0], mo[1], mo[2], mo[3], mo[4], mo[5], mo[6], mo[7], mo[8], mo[9]
     quad = a * a * s1 + d * d * syy + c * c * szz + 2.0 * (a * d * sy + a * c * sz + d * c * syz)
     lin = a * sw + d * swy + c * swz
-    return max(quad - 2.0 * lin + sww, 0.0)
+    return float(max(quad - 2.0 * lin + sww, 0.0))
 
 
 @njit(cache=True)

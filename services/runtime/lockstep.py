@@ -91,7 +91,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
 
 from services.core import topics
 from services.core.clock import ReplayClock
@@ -540,7 +540,7 @@ def pipeline_lag(bootstrap: str, prefix: str, inputs: Mapping[str, Iterable[str]
             if t is not None and t.error is None:
                 parts[name] = [TopicPartition(qualified, p) for p in sorted(t.partitions)]
     latest: dict[tuple[str, int], int] = {}
-    wanted = {tp: OffsetSpec.latest() for tps in parts.values() for tp in tps}
+    wanted = {tp: OffsetSpec.latest() for tps in parts.values() for tp in tps}  # type: ignore[no-untyped-call]
     if wanted:
         for tp, fut in admin.list_offsets(wanted, request_timeout=timeout_s).items():
             latest[(tp.topic, tp.partition)] = fut.result().offset

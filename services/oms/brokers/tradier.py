@@ -33,7 +33,7 @@ import os
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import httpx
 from pydantic import SecretStr
@@ -64,6 +64,7 @@ from services.oms.fees import FeeModel
 from services.oms.orders import LegKind
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SANDBOX_URL: Final = "https://sandbox.tradier.com/v1"
 LIVE_URL: Final = "https://api.tradier.com/v1"
@@ -471,7 +472,7 @@ class TradierBroker:
             out.append(tracker.synthetic("rejected", now, reason))
         return out
 
-    def _parsed(self, parse: Callable[..., Any], *args: Any) -> Any:
+    def _parsed(self, parse: Callable[..., _T], *args: Any) -> _T:
         try:
             return parse(*args)
         except TradierProtocolError as exc:
