@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(PROG, "--min-trades must be >= 2")
     if not 0.0 <= args.threshold <= 1.0:
         fail(PROG, f"--threshold must be in [0, 1], got {args.threshold}")
-    if args.sessions < 1:
+    if args.sessions is not None and args.sessions < 1:
         fail(PROG, "--sessions must be >= 1")
     try:
         tracking = tracking_config()

@@ -3,6 +3,7 @@ and the feed come from :mod:`services.app.stages`, like every other runner's).""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Final
 
@@ -29,6 +30,7 @@ from services.learner.stage import LearnerStage
 from services.oms.audit import AuditLog
 from services.oms.config import audit_settings
 from services.oms.hooks import OmsHooks, ResumableAudit
+from services.oms.stage import OmsStage
 from services.risk.hooks import RiskHooks
 from services.runtime.service import (
     BestEffortState,
@@ -99,20 +101,20 @@ BUILDERS: Final[Mapping[str, Builder]] = {
 }
 
 
-
 def check_stage(name: str, config: SessionConfig, prog: str) -> int:
     """Build the stage (its config files, broker and feed) without starting anything."""
     ctx = ServiceContext(name, config, StageMetrics(name), default_calendar())
+    # A check builds the stage only: its state reads go to memory, never to the session's Redis.
     ctx._state = MemoryState(prefix=config.name)  # type: ignore[assignment]
     try:
         parts = BUILDERS[name](ctx)
     except ConfigError as exc:
-        print(f"{prog}: error: {exc}")
+        sys.stderr.write(f"{prog}: error: {exc}\n")
         return 2
     kind = type(parts.stage).__name__ if parts.stage is not None else "source"
     extra = ""
-    if name == "oms" and parts.stage is not None:
-        extra = f", broker {type(parts.stage.manager.broker).__name__}"  # type: ignore[attr-defined]
+    if isinstance(parts.stage, OmsStage):
+        extra = f", broker {type(parts.stage.manager.broker).__name__}"
     print(f"{name}: ok ({kind}{extra}; mode {config.mode}, symbols {','.join(config.symbols)})")
     for close in parts.on_close:
         close()

@@ -31,7 +31,8 @@ import msgspec
 
 from services.core import keys, shared_state
 from services.core.logs import redact
-from services.core.shared_state import MANUAL, KillSwitchState, OmsKillSwitch, SharedStateError
+from services.core.shared_state import MANUAL as MANUAL  # re-exported for the app
+from services.core.shared_state import KillSwitchState, OmsKillSwitch, SharedStateError
 from services.core.state import StateError, StateStore, StateUnavailable
 
 T = TypeVar("T")

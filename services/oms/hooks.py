@@ -192,6 +192,9 @@ class OmsHooks(ServiceHooks):
 
     # --- flatten requests ----------------------------------------------------------------------
 
+    def periodic(self) -> None:
+        self.check_flatten_request()
+
     def check_flatten_request(self) -> bool:
         """Act on the session's flatten request if it is new; True when a flatten command went out.
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from services.core.events import OrderEvent, OrderRequest, OrderStatus, Right, Side
-from services.core.shared_state import TERMINAL_ORDER_STATUSES, LegKind, OrderLegState
+from services.core.shared_state import TERMINAL_ORDER_STATUSES, OrderLegState
+from services.core.shared_state import LegKind as LegKind  # re-exported: the brokers import it from here
 
 TERMINAL_STATUSES: Final = TERMINAL_ORDER_STATUSES
 _LIVE_NEXT: Final[frozenset[OrderStatus]] = frozenset({"partial", "filled", "canceled", "expired", "modified"})

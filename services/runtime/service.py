@@ -222,6 +222,10 @@ class ServiceHooks(Hooks):
         if number >= 0:
             self.metrics.lockstep_round.labels(self.metrics.stage).set(number)
 
+    def periodic(self) -> None:
+        """Called every couple of seconds by the runner, inputs or not (e.g. a quiet OMS polling
+        for a flatten request while the market is closed)."""
+
 
 @dataclass
 class StageParts:
@@ -508,6 +512,8 @@ class _Runner:
             if now >= next_check:
                 next_check = now + 2.0
                 self._periodic(self.bus)
+                if self.participant is not None and self.participant.started:
+                    self.hooks.periodic()
 
     def _periodic(self, bus: KafkaBus) -> None:
         if self.parts.stage is None:

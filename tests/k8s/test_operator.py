@@ -9,6 +9,8 @@ from typing import Any
 
 import redis
 
+from services.core import shared_state
+from services.core.shared_state import OmsKillSwitch, OmsSnapshot, OrderLegState, PositionState
 from tests.harness.redis_server import RedisServer
 from tests.k8s.conftest import Cluster, OperatorProcess, condition, env_of, wait_for
 
@@ -244,6 +246,20 @@ def test_deleting_the_session_collects_every_child(
     wait_for(all_gone, 60, what="garbage collection of the children")
 
 
+def _oms_snapshot(*, held: bool) -> bytes:
+    """The OMS's snapshot (what services.oms.hooks writes): 2 SPXW calls and their working stop, or flat."""
+    contract = "SPXW251125C06000000"
+    stop = OrderLegState(order_id="tradier-7", client_order_id="r1", underlying="SPX", contract=contract,
+                         leg="stop_loss", side="sell", status="working", quantity=2, filled_quantity=0,
+                         limit_price=None, stop_price=3.1)
+    position = PositionState(underlying="SPX", contract=contract, quantity=2, avg_price=4.2, mark=4.0,
+                             realized_pnl=-1.3, unrealized_pnl=-40.0, fees=1.3)
+    return shared_state.encode(OmsSnapshot(
+        ts=1, broker="tradier", kill_switch=OmsKillSwitch(engaged=False, reason=""), flat=not held,
+        orders=(stop,) if held else (), positions=(position,) if held else (), realized_pnl=-1.3,
+        unrealized_pnl=-40.0 if held else 0.0))
+
+
 def test_live_session_deletion_waits_for_a_flat_book(
     cluster: Cluster, operator: OperatorProcess, redis_server: RedisServer
 ) -> None:
@@ -252,8 +268,7 @@ def test_live_session_deletion_waits_for_a_flat_book(
     body = load_example("tradingsession-live.yaml")
     body["spec"]["redis"]["url"] = redis_server.url
     client = redis.Redis.from_url(redis_server.url)
-    book = {"positions": [{"contract": "SPXW 251125C06000000", "quantity": 2}], "open_orders": []}
-    client.set("live-index:dreambot:positions", json.dumps(book))
+    client.set("live-index:dreambot:positions", _oms_snapshot(held=True))
     try:
         cluster.apply(body)
         wait_for(lambda: "dreambot.io/finalizer"
@@ -273,7 +288,7 @@ def test_live_session_deletion_waits_for_a_flat_book(
         assert flag is not None and flag["engaged"]
         assert client.get("live-index:dreambot:flatten_request") is not None
 
-        client.set("live-index:dreambot:positions", json.dumps({"positions": [], "open_orders": []}))
+        client.set("live-index:dreambot:positions", _oms_snapshot(held=False))  # what the OMS writes once flat
         wait_for(lambda: cluster.get("tradingsession", "live-index") is None, 30, what="live session gone")
     finally:
         client.delete("live-index:dreambot:positions", "live-index:dreambot:kill_switch",

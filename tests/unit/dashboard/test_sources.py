@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from services.core import keys, shared_state
+from services.core.shared_state import KillSwitchState
 from services.core.state import MemoryState, StateError, StateUnavailable
 from services.dashboard.sources import (
     PANELS,
@@ -31,7 +32,6 @@ from services.dashboard.sources import (
     safe_reason,
     strip_credentials,
 )
-from services.core.shared_state import KillSwitchState
 
 # Captured from a real Prometheus 2.42 scraping services.core.metrics.StageMetrics("oms").
 VECTOR = json.loads(
@@ -275,7 +275,8 @@ def test_parse_kill_switch_and_heartbeat() -> None:
     assert not parse_kill_switch(None).engaged
     flag = parse_kill_switch(b'{"engaged": true, "reason": "DailyLossLimit", "ts": 5, "source": "risk"}')
     assert (flag.engaged, flag.reason, flag.ts, flag.source) == (True, "DailyLossLimit", 5, "risk")
-    assert parse_kill_switch(b'{"engaged": true}').reason == "Manual"
+    typed = parse_kill_switch(b'{"engaged": true}')  # as lenient as risk and the operator
+    assert (typed.reason, typed.source) == ("Manual", "operator")
     with pytest.raises(SourceError, match=r"dreambot:kill_switch: Expected `bool`, got `str` - at `\$.engaged`"):
         parse_kill_switch(b'{"engaged": "yes"}')
     beat = parse_heartbeat(b'{"ts": %d, "seq": 9}' % (NOW_NS - 45 * 10**9), NOW_NS, 30.0)

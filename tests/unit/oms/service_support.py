@@ -3,7 +3,6 @@ whose publisher keeps what the stage publishes and can hand the OMS's own inputs
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -65,7 +64,7 @@ class Wall:
 class OmsService:
     """One OMS process: its participant free-running over ``state``; ``handle`` is one Kafka batch."""
 
-    def __init__(self, state: StateStore, audit_dir: Path, wall: Callable[[], float] | None = None) -> None:
+    def __init__(self, state: StateStore, audit_dir: Path, wall: Wall | None = None) -> None:
         self.state = state
         self.clock = ReplayClock(T0)
         config = make_config()
@@ -75,8 +74,8 @@ class OmsService:
         self.stage = OmsStage(self.manager, self.clock)
         self.metrics = StageMetrics("oms", CollectorRegistry())
         self.wall = wall or Wall()
-        self.hooks = OmsHooks(self.metrics, self.manager, self.audit, GuardedWrites(state, self.metrics), self.clock,
-                              wall_s=self.wall)
+        writes = GuardedWrites(state, self.metrics, min_retry_s=0.0, max_retry_s=0.0)  # no back-off to wait for
+        self.hooks = OmsHooks(self.metrics, self.manager, self.audit, writes, self.clock, wall_s=self.wall)
         self.publisher = Loopback()
         self.participant = Participant("oms", publisher=self.publisher, stage=self.stage, clock=self.clock,
                                        hooks=self.hooks)
