@@ -28,6 +28,7 @@ from dreambot_operator.render import (
     SessionRef,
     SpecError,
     children_selector,
+    session_config,
     render_children,
 )
 from dreambot_operator.session_state import SessionState, SessionStateError
@@ -142,6 +143,11 @@ def observe(client: Kube, ref: SessionRef, spec: Mapping[str, Any], meta: Mappin
             log.warning("session %s/%s: %s", ref.namespace, ref.name, exc)
             flag_engaged = None
 
+    if apply_error is None:
+        try:  # a spec the stages cannot honour stays Degraded on every status refresh, not only once
+            session_config(ref.name, spec, render_context())
+        except SpecError as exc:
+            apply_error = f"invalid spec: {exc}"
     if apply_error is None and observed_generation is None:
         degraded = get_condition(previous.get("conditions"), DEGRADED)
         if (degraded and degraded.get("reason") == "ApplyFailed"

@@ -65,7 +65,7 @@ INVALID = [
     ("unknown mode", _paper, "mode", "yolo", 'Unsupported value: "yolo"'),
     ("no symbols", _paper, "symbols", [], "should have at least 1 items"),
     ("unsupported symbol", _paper, "symbols", ["TSLA"], 'Unsupported value: "TSLA"'),
-    ("negative daily loss limit", _paper, "risk.maxDailyLoss", -100, "should be greater than or equal to 0"),
+    ("negative daily loss limit", _paper, "risk.maxDailyLoss", -100, "should be greater than 0"),
     ("negative replicas", _paper, "stages.features.replicas", -1, "should be greater than or equal to 0"),
     ("two OMS replicas", _paper, "stages.oms.replicas", 2, "should be less than or equal to 1"),
     ("live without a broker secret", _live, "broker.secretRef", _DELETE,
