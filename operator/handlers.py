@@ -28,8 +28,8 @@ from dreambot_operator.render import (
     SessionRef,
     SpecError,
     children_selector,
-    session_config,
     render_children,
+    session_config,
 )
 from dreambot_operator.session_state import SessionState, SessionStateError
 from dreambot_operator.status import DEGRADED, KillSwitchView, compute_status, get_condition

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from services.cliutil import OneLineParser, fail, parse_speed
-from services.core.calendar import iso_ny
 from services.core.datasets import SAMPLE_BARS
 from services.core.settings import ConfigError
 
@@ -20,6 +19,7 @@ def _run(args: argparse.Namespace) -> int:
     from services.app.stages import require_paper, session_market_data
     from services.backtest.embedded import SessionRecord
     from services.backtest.main import config_from_args, run_backtest, write_outputs
+    from services.core.calendar import iso_ny
 
     args.data = args.data if not args.synthetic else None
     config = config_from_args(args, args.symbol, synthetic=args.synthetic, default_data=SAMPLE_BARS,

@@ -25,16 +25,14 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from services.app.stages import session_market_data
 from services.backtest.main import SYMBOLS, add_data_args, config_from_args, run_backtest
-from services.backtest.reports import summarize, write_json
 from services.cliutil import OneLineParser, fail
-from services.core.events import TradeOutcome
 from services.core.settings import ConfigError
-from services.ingest.sources import DataSourceError
-from services.signals.playbooks import load_playbooks
+
+if TYPE_CHECKING:  # the replay machinery is imported where it runs: `--help` answers at once
+    from services.core.events import TradeOutcome
 
 RULE = (
     "risk_multiplier = clip(0.5 + 2*kelly*n/(n+50), 0.25, 1.5), kelly = W - (1-W)/R; "
@@ -58,6 +56,8 @@ def kelly_fraction(stats: dict[str, Any]) -> float:
 
 def derive(outcomes: Sequence[TradeOutcome], default_pot: float) -> dict[str, Any]:
     """risk_multiplier and pot_threshold from a replay's trades."""
+    from services.backtest.reports import summarize
+
     stats = summarize(outcomes)
     n = stats["trade_count"]
     kelly = kelly_fraction(stats)
@@ -85,6 +85,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m services.back
     args = p.parse_args(argv)
     if args.sessions is not None and args.sessions < 1:
         fail(prog, "--sessions must be >= 1")
+    from services.app.stages import session_market_data
+    from services.backtest.reports import summarize, write_json
+    from services.ingest.sources import DataSourceError
+    from services.signals.playbooks import load_playbooks
+
     # Calibrate from the uncalibrated strategy: the replay must not read the file it is writing.
     args.calibration = "none"
     try:

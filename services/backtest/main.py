@@ -15,17 +15,16 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from services.app.market_data import MarketData
-from services.app.stages import build_feed, session_market_data
-from services.backtest.embedded import EmbeddedSession, SessionRecord
-from services.backtest.reports import summarize, write_json, write_summary_csv, write_trades
 from services.cliutil import OneLineParser, fail
-from services.core.calendar import iso_ny
 from services.core.session_config import SessionConfig, load_session_config
 from services.core.settings import ConfigError
-from services.ingest.sources import DataSourceError
+
+# The replay machinery is imported where it runs, so `--help` and argument errors answer at once.
+if TYPE_CHECKING:
+    from services.app.market_data import MarketData
+    from services.backtest.embedded import EmbeddedSession, SessionRecord
 
 SYMBOLS = ("SPY", "QQQ", "SPX", "NDX")
 
@@ -48,6 +47,10 @@ def run_backtest(
     on_step: Callable[[SessionRecord], None] | None = None,
 ) -> BacktestResult:
     """Replay ``data`` through every stage with the paper broker and summarise the trades."""
+    from services.app.stages import build_feed
+    from services.backtest.embedded import EmbeddedSession
+    from services.backtest.reports import summarize
+
     symbols = list(config.symbols)
     session = EmbeddedSession(config)
     feed = build_feed(config, session.state, session.calendar, data)
@@ -83,6 +86,8 @@ def run_backtest(
 
 def write_fill_quality(result: BacktestResult, path: Path) -> None:
     """One row per execution: slippage against the mid and delay from order to fill."""
+    from services.core.calendar import iso_ny
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -95,6 +100,8 @@ def write_fill_quality(result: BacktestResult, path: Path) -> None:
 
 def write_outputs(result: BacktestResult, output: Path, trades_output: Path, reports_dir: Path) -> None:
     """Summary JSON, trades JSON, summary.csv and fill_quality.csv."""
+    from services.backtest.reports import write_json, write_summary_csv, write_trades
+
     write_json(result.summary, output)
     write_trades(result.record.outcomes, trades_output)
     write_summary_csv(result.summary, reports_dir / "summary.csv")
@@ -159,6 +166,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m services.back
     args = p.parse_args(argv)
     if args.sessions is not None and args.sessions < 1:
         fail(prog, "--sessions must be >= 1")
+    from services.app.stages import session_market_data
+    from services.ingest.sources import DataSourceError
+
     try:
         config = config_from_args(args, [args.symbol])
         data = session_market_data(config)
