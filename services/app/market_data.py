@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.core.calendar import MarketCalendar, default_calendar, ny_date
@@ -14,7 +14,7 @@ from services.core.events import Bar, ChainSnapshot
 from services.ingest.feed import ChainSource
 from services.ingest.sources import open_bars
 from services.ingest.synthetic import synthetic_bars
-from services.ingest.validation import RejectionReport
+from services.ingest.validation import BarSpacing, RejectionReport, bar_spacing
 
 START_PRICES = {"SPY": 620.0, "QQQ": 520.0, "SPX": 6200.0, "NDX": 22500.0}
 SYNTHETIC_START = dt.date(2025, 6, 2)
@@ -22,11 +22,13 @@ SYNTHETIC_START = dt.date(2025, 6, 2)
 
 @dataclass
 class MarketData:
-    """Bars per symbol (each in time order) and the rejection report of each file read."""
+    """Bars per symbol (each in time order), the rejection report of each file read and the bar
+    interval and spacing of each symbol's bars."""
 
     bars: dict[str, list[Bar]]
     reports: dict[str, RejectionReport]
     source: str
+    spacing: dict[str, BarSpacing] = field(default_factory=dict)
 
     @property
     def session_dates(self) -> list[dt.date]:
@@ -41,20 +43,26 @@ def load_market_data(
     tz: str | None = None,
     sessions: int = 1,
     seed: int = 7,
+    interval_s: int | None = None,
 ) -> MarketData:
-    """Read ``symbols`` from ``data`` (any supported file or a flat-file folder) or synthesise them."""
+    """Read ``symbols`` from ``data`` (any supported file or a flat-file folder) or synthesise them.
+
+    ``interval_s`` is the bar length; None reads it from the file (synthetic bars are 60 s)."""
     if data is None:
         bars = {
             s: synthetic_bars(s, SYNTHETIC_START, sessions, seed + i, START_PRICES.get(s, 100.0))
             for i, s in enumerate(symbols)
         }
-        return MarketData(bars, {}, f"synthetic (seed {seed}, {sessions} session(s) from {SYNTHETIC_START})")
-    bars, reports = {}, {}
+        spacing = {s: bar_spacing([b.ts for b in b_], 60) for s, b_ in bars.items()}
+        return MarketData(bars, {}, f"synthetic (seed {seed}, {sessions} session(s) from {SYNTHETIC_START})",
+                          spacing)
+    bars, reports, spacings = {}, {}, {}
     for s in symbols:
-        replay = open_bars(data, s, table=table, tz=tz)
+        replay = open_bars(data, s, table=table, tz=tz, interval_s=interval_s)
         bars[s] = list(replay)
         reports[s] = replay.report
-    return MarketData(bars, reports, str(data))
+        spacings[s] = replay.spacing
+    return MarketData(bars, reports, str(data), spacings)
 
 
 def synthetic_chain_source(seed: int = 7, calendar: MarketCalendar | None = None) -> ChainSource:

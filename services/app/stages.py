@@ -187,7 +187,8 @@ def session_market_data(config: SessionConfig) -> MarketData:
     r = md.replay
     try:
         return load_market_data(list(config.symbols), r.path if md.source == "replay" else None,
-                                table=r.table, tz=r.tz, sessions=r.sessions, seed=r.seed)
+                                table=r.table, tz=r.tz, sessions=r.sessions, seed=r.seed,
+                                interval_s=r.interval_s)
     except DataSourceError as exc:
         raise ConfigError(f"market_data.replay: {exc}") from None
 

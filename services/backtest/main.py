@@ -80,6 +80,8 @@ def run_backtest(
         fills=len(record.fills),
         rejected_rows={s: r.to_dict()["counts"] for s, r in data.reports.items()},
         sessions=[d.isoformat() for d in data.session_dates],
+        bar_interval_s={s: sp.interval_s for s, sp in data.spacing.items()},
+        bar_spacing={s: sp.to_dict() for s, sp in data.spacing.items()},
     )
     return BacktestResult(record, summary, data, session)
 
@@ -116,6 +118,8 @@ def add_data_args(p: argparse.ArgumentParser, *, calibration: bool = True) -> No
     p.add_argument("--table", help="DuckDB table (e.g. bars_intraday)")
     p.add_argument("--tz", help="time zone of naive timestamps (default: UTC if the file name says utc, "
                    "else America/New_York)")
+    p.add_argument("--interval", type=int, metavar="SECONDS", help="bar length in seconds (default: read from "
+                   "the data: the most common spacing of consecutive bars)")
     p.add_argument("--sessions", type=int, help="synthetic sessions when no --data (default 5)")
     p.add_argument("--seed", type=int, help="seed of synthetic bars and option chains (default 7)")
     p.add_argument("--config-dir", type=Path, help="folder of the YAML configs (default config/)")
@@ -133,6 +137,7 @@ def config_from_args(args: argparse.Namespace, symbols: Sequence[str] | None, *,
     synthetic bars); ``--synthetic`` forces synthetic bars.
     """
     replay: dict[str, object] = {"table": args.table, "tz": args.tz, "seed": args.seed,
+                                 "interval_s": getattr(args, "interval", None),
                                  "sessions": args.sessions if args.sessions is not None else default_sessions}
     market: dict[str, object] = {"replay": replay}
     if synthetic:
@@ -166,6 +171,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m services.back
     args = p.parse_args(argv)
     if args.sessions is not None and args.sessions < 1:
         fail(prog, "--sessions must be >= 1")
+    if args.interval is not None and args.interval < 1:
+        fail(prog, "--interval must be >= 1 (seconds)")
     from services.app.stages import session_market_data
     from services.ingest.sources import DataSourceError
 
@@ -180,7 +187,23 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m services.back
     print(f"{args.symbol}: {s['bars']} bars, {s['signals']} signals, {s['orders']} orders, "
           f"{s['trade_count']} trades, net pnl {s['net_pnl']:.2f}, win rate {s['win_rate']:.1%}, "
           f"max drawdown {s['max_drawdown']:.2f} -> {args.output}, {args.trades_output}")
+    for line in report_lines(result):
+        print(line)
     return 0
+
+
+def report_lines(result: BacktestResult) -> list[str]:
+    """What the replay assumed and found, one line per fact (printed under the headline)."""
+    data = result.data
+    lines = []
+    for sym in sorted(data.bars):
+        rep = data.reports.get(sym)
+        rejected = rep.summary() if rep is not None else f"{sym}: {len(data.bars[sym])} synthetic bars"
+        lines.append(f"  {sym} rows: {rejected}")
+        spacing = data.spacing.get(sym)
+        if spacing is not None:
+            lines.append(f"  {sym} bars: {spacing.summary()}; timestamps are bar starts")
+    return lines
 
 
 if __name__ == "__main__":

@@ -113,6 +113,8 @@ class ReplayConfig(_Section):
     table: str | None = Field(default=None, description="DuckDB table of the replay file.")
     tz: str | None = Field(default=None,
                            description="Time zone of naive timestamps (default New York, or UTC if named).")
+    interval_s: int | None = Field(default=None, ge=1,
+                                   description="Bar length in seconds; unset: read from the data's spacing.")
     seed: int = Field(default=7, description="Seed of synthetic option chains and synthetic bars.")
     sessions: int = Field(default=1, ge=1, le=2000, description="Synthetic sessions when there is no file.")
     lockstep: bool = Field(default=True, description="Services mode: replay in lockstep (embedded-identical results).")

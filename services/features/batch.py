@@ -20,7 +20,7 @@ import pandas as pd
 from services.core.calendar import NEW_YORK, NS_PER_MIN, NS_PER_S, MarketCalendar, default_calendar, ny_date
 from services.core.events import Bar
 
-from .engine import FeatureConfig, bar_feature_names
+from .engine import DEFAULT_BAR_INTERVAL_S, FeatureConfig, bar_feature_names
 from .volatility import DROP_RECOMPUTE, RECOMPUTE_EVERY
 
 FloatArray = npt.NDArray[np.float64]
@@ -315,7 +315,8 @@ def batch_bar_features(
         raise ValueError("prices and volumes must be finite")
     if not (np.all(lo > 0.0) and np.all(lo <= h) and np.all(c > 0.0) and np.all(v >= 0.0)):
         raise ValueError("prices must be positive with low <= high, volumes non-negative")
-    interval_ns = (interval_s if interval_s is not None else cfg.bar_interval_s) * NS_PER_S
+    interval = interval_s if interval_s is not None else cfg.bar_interval_s or DEFAULT_BAR_INTERVAL_S
+    interval_ns = interval * NS_PER_S
     end = t + interval_ns
     opens, closes = session_bounds(t, calendar)
     regular = (opens >= 0) & (t >= opens) & (t < closes)
@@ -336,7 +337,7 @@ def batch_bar_features(
     rv = _realized_vol_kernel(
         c,
         np.asarray(cfg.rv_windows, dtype=np.int64),
-        math.sqrt(cfg.periods_per_year),
+        math.sqrt(cfg.periods_per_year(interval)),
         RECOMPUTE_EVERY,
         DROP_RECOMPUTE,
     )

@@ -52,6 +52,7 @@ from .vwap import SessionLookup, SessionVwap
 from .wilder import AverageTrueRange, DirectionalMovement
 
 _INF = math.inf
+DEFAULT_BAR_INTERVAL_S = 60
 
 MICROSTRUCTURE_FEATURES: tuple[str, ...] = (
     "spread",
@@ -75,7 +76,9 @@ class FeatureConfig:
     rv_windows: realized-volatility windows in returns (default 5, 15, 30, 60).
     opening_range_minutes: opening-range lengths in minutes (default 15 and 30).
     vwap_band_sigmas: VWAP band multipliers, integers (default 1, 2, 3).
-    bar_interval_s: the bar length the engine accepts (default 60); annualizes realized vol.
+    bar_interval_s: the bar length the engine accepts; None (default) takes it from the first bar
+        (``Bar.interval_s``, read from the data) and then refuses bars of any other length. It
+        annualizes realized vol and places a bar's end (``ts + interval``).
     trading_days_per_year: annualization (default 252; with 6.5 h sessions).
     ofi_window_s / ofi_window_events: OFI rolling window by event time and/or count (60 s, no cap).
     trade_window_s / trade_window_events: trade-imbalance window (60 s, no cap).
@@ -88,7 +91,7 @@ class FeatureConfig:
     rv_windows: tuple[int, ...] = (5, 15, 30, 60)
     opening_range_minutes: tuple[int, ...] = (15, 30)
     vwap_band_sigmas: tuple[int, ...] = (1, 2, 3)
-    bar_interval_s: int = 60
+    bar_interval_s: int | None = None
     trading_days_per_year: int = 252
     ofi_window_s: float | None = 60.0
     ofi_window_events: int | None = None
@@ -110,17 +113,18 @@ class FeatureConfig:
             )
         if any(not isinstance(k, int) or k < 1 for k in self.vwap_band_sigmas):
             raise ValueError(f"vwap_band_sigmas must be integers >= 1, got {self.vwap_band_sigmas!r}")
-        if not isinstance(self.bar_interval_s, int) or self.bar_interval_s < 1:
+        if self.bar_interval_s is not None and (not isinstance(self.bar_interval_s, int) or self.bar_interval_s < 1):
             raise ValueError(f"bar_interval_s must be an integer >= 1, got {self.bar_interval_s!r}")
         for name in ("rv_windows", "opening_range_minutes", "vwap_band_sigmas"):
             values = getattr(self, name)
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} has duplicates: {values!r}")
 
-    @property
-    def periods_per_year(self) -> float:
-        """Bars per year used to annualize realized volatility (252 * 390 for 1-minute bars)."""
-        return self.trading_days_per_year * 23_400 / self.bar_interval_s
+    def periods_per_year(self, interval_s: int | None = None) -> float:
+        """Bars per year used to annualize realized volatility (252 * 390 for 1-minute bars) for bars
+        of ``interval_s`` (default: ``bar_interval_s``, else 60 s)."""
+        length = interval_s if interval_s is not None else self.bar_interval_s or DEFAULT_BAR_INTERVAL_S
+        return self.trading_days_per_year * 23_400 / length
 
 
 def bar_feature_names(config: FeatureConfig | None = None) -> tuple[str, ...]:
@@ -156,6 +160,7 @@ class FeatureEngine:
         "_dm",
         "_dm_keys",
         "_interval_ns",
+        "_interval_s",
         "_last_bar_ts",
         "_lookup",
         "_micro",
@@ -180,7 +185,7 @@ class FeatureEngine:
         self._vwap = SessionVwap(lookup=self._lookup)
         self._atr = AverageTrueRange(cfg.atr_period)
         self._dm = DirectionalMovement(cfg.adx_period)
-        self._rv = RealizedVolatility(cfg.rv_windows, cfg.periods_per_year)
+        self._rv = RealizedVolatility(cfg.rv_windows, cfg.periods_per_year())
         self._or = tuple(OpeningRange(m, lookup=self._lookup) for m in cfg.opening_range_minutes)
         self._micro = Microstructure(
             cfg.ofi_window_s,
@@ -189,7 +194,8 @@ class FeatureEngine:
             cfg.trade_window_events,
             cfg.intensity_tau_s,
         )
-        self._interval_ns = cfg.bar_interval_s * NS_PER_S
+        self._interval_s = cfg.bar_interval_s  # None until the first bar when read from the bars
+        self._interval_ns = (cfg.bar_interval_s or DEFAULT_BAR_INTERVAL_S) * NS_PER_S
         self._atr_key = f"atr_{cfg.atr_period}"
         p = cfg.adx_period
         self._dm_keys = (f"plus_di_{p}", f"minus_di_{p}", f"adx_{p}")
@@ -220,9 +226,12 @@ class FeatureEngine:
         volume = bar.volume
         if not (0.0 < low <= high < _INF and 0.0 < close < _INF and 0.0 <= volume < _INF):
             raise ValueError(f"malformed bar at {ts}: high={high} low={low} close={close} volume={volume}")
-        if bar.interval_s != self.config.bar_interval_s:
-            raise ValueError(f"bar interval {bar.interval_s}s, engine expects {self.config.bar_interval_s}s")
+        interval = self._interval_s
+        if interval is not None and bar.interval_s != interval:
+            raise ValueError(f"bar interval {bar.interval_s}s, engine expects {interval}s")
         session = self._lookup.at(ts)  # before any state changes: raises outside the calendar's range
+        if interval is None:
+            self._adopt_interval(bar.interval_s)
         self._last_bar_ts = ts
         end = ts + self._interval_ns
         values: dict[str, float] = {"close": close}
@@ -276,6 +285,18 @@ class FeatureEngine:
         vector = FeatureVector(ts=end, symbol=self.symbol, values=values)
         self.latest = vector
         return vector
+
+    def _adopt_interval(self, interval_s: int) -> None:
+        """Fix the bar length from the first bar: bar ends and the realized-vol annualization follow it."""
+        self._interval_s = interval_s
+        self._interval_ns = interval_s * NS_PER_S
+        cfg = self.config
+        self._rv = RealizedVolatility(cfg.rv_windows, cfg.periods_per_year(interval_s))
+
+    @property
+    def bar_interval_s(self) -> int | None:
+        """The bar length in use (None before the first bar when it is read from the bars)."""
+        return self._interval_s
 
     # --- quotes and trades ---------------------------------------------------------------------
 

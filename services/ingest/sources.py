@@ -9,7 +9,11 @@
 - ``.duckdb`` / ``.db``: a DuckDB database, ``table`` naming the table (optional when there is one);
 - a directory: the flat-file tree ``<root>/{SYMBOL}/YYYY-MM-DD.csv``, read day by day in date order.
 
-Timestamps are bar starts. Text with an offset (``2025-07-08 09:30:00-04:00``) or typed time-zone
+Timestamps are bar starts (Polygon's ``window_start`` is; the seed files' first regular bar is
+stamped 09:30): a bar stamped ``t`` covers ``[t, t + interval)`` and its values are known at
+``t + interval``. The interval is read from the data (the most common spacing of consecutive
+bars of one date) unless given; irregular spacing and missing regular-hours bars are counted in
+``BarReplay.spacing``. Text with an offset (``2025-07-08 09:30:00-04:00``) or typed time-zone
 aware columns are respected; integer epochs are UTC (unit inferred from magnitude, nanoseconds
 for Polygon's ``window_start``). Naive timestamps are read in ``tz`` when given; when ``tz`` is
 None they are UTC if the file name (or the tree root's name) contains ``utc`` (case-insensitive)
@@ -46,15 +50,16 @@ from services.cliutil import OneLineParser
 from services.core.calendar import NEW_YORK
 from services.core.events import Bar
 from services.ingest.validation import (
+    BarSpacing,
     BarValidator,
     BoolArray,
     FloatArray,
     IntArray,
     RejectionReport,
+    bar_spacing,
 )
 
 DEFAULT_TABLE = "bars_intraday"
-MINUTE_S = 60
 
 # Polygon (Massive) flat files, e.g. us_stocks_sip/minute_aggs_v1/YYYY/MM/YYYY-MM-DD.csv.gz, carry
 # `ticker,volume,open,close,high,low,window_start,transactions`, window_start being "the Unix
@@ -83,6 +88,12 @@ _PARQUET_SUFFIXES = (".parquet", ".pq")
 _DUCKDB_SUFFIXES = (".duckdb", ".db")
 _EPOCH_UNITS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 _TS_MAX = float(np.iinfo(np.int64).max)
+
+#: Roots a file name may name (index and ETF underlyings and their option roots); a file without a
+#: symbol column whose name names one of them holds that symbol's bars.
+KNOWN_SYMBOLS: frozenset[str] = frozenset({
+    "SPY", "QQQ", "SPX", "SPXW", "NDX", "NDXP", "XSP", "IWM", "DIA", "RUT", "RUTW", "VIX", "TLT", "GLD",
+})
 
 
 class DataSourceError(ValueError):
@@ -353,11 +364,10 @@ class BarReplay:
     """
 
     def __init__(
-        self, symbol: str, source: str, parts: Sequence[_Part], *, interval_s: int = MINUTE_S
+        self, symbol: str, source: str, parts: Sequence[_Part], *, interval_s: int | None = None
     ) -> None:
         self.symbol = symbol
         self.source = source
-        self.interval_s = interval_s
         validator = BarValidator(source)
         kept: list[_Part] = []
         for part in parts:
@@ -391,6 +401,17 @@ class BarReplay:
         trades = _optional_column(kept, "trades")
         self._vwap = None if vwap is None else [None if math.isnan(x) else x for x in vwap]
         self._trades = None if trades is None else [None if math.isnan(x) else int(x) for x in trades]
+        try:
+            self.spacing: BarSpacing = bar_spacing(self._ts, interval_s)
+        except ValueError as exc:
+            raise DataSourceError(f"{source}: {exc}") from None
+        self.interval_s = self.spacing.interval_s
+        if self.spacing.interval_source == "given" and self.spacing.overlapping:
+            shortest = min(self.spacing.spacings)
+            raise DataSourceError(
+                f"{source}: bars start {shortest} s apart but the interval given is {self.interval_s} s: "
+                f"bars would overlap (omit the interval to read it from the data)"
+            )
 
     @property
     def accepted(self) -> int:
@@ -471,8 +492,28 @@ def _csv_part(path: Path, symbol: str, zone: dt.tzinfo) -> tuple[_Part, pd.DataF
     return _frame_part(sel, cols, zone, str(path), lines), df, cols
 
 
+def named_symbols(path: Path) -> list[str]:
+    """Symbols a file name names: its words (split on anything but letters and digits) that are
+    known roots (:data:`KNOWN_SYMBOLS`), upper-cased, e.g. ``spy_1min_2025-07-08.csv`` -> ``["SPY"]``."""
+    words = re.split(r"[^A-Za-z0-9]+", path.name)
+    return list(dict.fromkeys(w.upper() for w in words if w.upper() in KNOWN_SYMBOLS))
+
+
+def _check_named_symbol(path: Path, cols: _Columns, symbol: str) -> None:
+    # A symbol column decides which rows are read; without one the file name is the only witness.
+    if cols.symbol is not None:
+        return
+    named = named_symbols(path)
+    if named and symbol not in named:
+        raise DataSourceError(
+            f"{path}: the file name names {', '.join(named)} and the file has no symbol column, "
+            f"so its bars are not {symbol} (pick the {symbol} file, or rename the file if it really holds {symbol})"
+        )
+
+
 def _read_csv(path: Path, symbol: str, tz: dt.tzinfo | None) -> list[_Part]:
     part, df, cols = _csv_part(path, symbol, naive_zone(tz, path.name))
+    _check_named_symbol(path, cols, symbol)
     if len(part) == 0:
         raise _no_rows(str(path), symbol, df, cols)
     return [part]
@@ -487,6 +528,7 @@ def _read_parquet(path: Path, symbol: str, tz: dt.tzinfo | None) -> list[_Part]:
         raise
     except (pa.ArrowException, OSError) as exc:
         raise DataSourceError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
+    _check_named_symbol(path, cols, symbol)
     df = df.reset_index(drop=True)
     sel = _symbol_rows(df, cols, symbol)
     if sel.empty:
@@ -534,6 +576,7 @@ def _read_duckdb(path: Path, symbol: str, table: str | None, tz: dt.tzinfo | Non
         tbl = _quote_ident(qualified)
         described = con.execute(f"SELECT * FROM {tbl} LIMIT 0").description or []
         cols = _resolve_columns([d[0] for d in described], where)
+        _check_named_symbol(path, cols, symbol)
         select = ", ".join(_quote_ident(c) for c in cols.used())
         # Row numbers are taken before filtering so a rejection points at the stored row.
         sql = f"SELECT {select}, __row FROM (SELECT *, row_number() OVER () AS __row FROM {tbl})"
@@ -607,14 +650,16 @@ def open_bars(
     *,
     table: str | None = None,
     tz: str | dt.tzinfo | None = None,
-    interval_s: int = MINUTE_S,
+    interval_s: int | None = None,
 ) -> BarReplay:
     """Open a bar source (CSV, Polygon CSV, Parquet, DuckDB, flat-file tree) for ``symbol``.
 
     ``table`` names the DuckDB table; ``tz`` is the zone of naive timestamps (default: UTC when
     the file name contains 'utc', else America/New_York). Symbols match case-insensitively and
-    the bars carry the upper-cased symbol. Raises DataSourceError (one line) when the source
-    cannot be read.
+    the bars carry the upper-cased symbol. ``interval_s`` is the bar length; None reads it from the
+    data (see :class:`~services.ingest.validation.BarSpacing`, reported as ``BarReplay.spacing``).
+    A file without a symbol column whose name names another symbol (``spy_1m.csv`` read as QQQ) is
+    refused. Raises DataSourceError (one line) when the source cannot be read.
     """
     p = Path(path)
     sym = _clean_symbol(symbol)
@@ -646,7 +691,7 @@ def bars_from_frame(
     *,
     source: str = "frame",
     tz: str | dt.tzinfo | None = None,
-    interval_s: int = MINUTE_S,
+    interval_s: int | None = None,
 ) -> BarReplay:
     """A replay of an in-memory frame with the same columns as the files (rows numbered from 1)."""
     sym = _clean_symbol(symbol)

@@ -8,6 +8,7 @@ service forwards malformed input to the ``dlq`` topic.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from services.core.calendar import iso_ny
+from services.core.calendar import NS_PER_S, MarketCalendar, default_calendar, iso_ny, ny_date
 from services.core.events import Bar, Quote
 
 FloatArray = npt.NDArray[np.float64]
@@ -461,3 +462,98 @@ class QuoteValidator:
             row=row,
             source=source,
         )
+
+
+# --- bar spacing -------------------------------------------------------------------------------
+
+DEFAULT_INTERVAL_S = 60
+
+
+@dataclass(frozen=True)
+class BarSpacing:
+    """The bar interval of a series and how regular its spacing is (spacing within one New York date).
+
+    ``interval_source`` says where the interval came from: ``data`` (the most common spacing between
+    consecutive bars of one date; ties go to the shorter), ``given`` (the caller, e.g. ``--interval``)
+    or ``default`` (fewer than two bars on any date: 60 s). ``gaps`` counts spacings longer than the
+    interval, ``off_grid`` spacings that are not a whole number of intervals and ``overlapping``
+    spacings shorter than it. ``missing_regular`` counts interval slots of regular hours, inside the
+    span the data covers, that have no bar (real gaps in the feed).
+    """
+
+    interval_s: int
+    interval_source: str
+    spacings: Mapping[int, int]
+    gaps: int
+    off_grid: int
+    overlapping: int
+    missing_regular: int
+
+    @property
+    def regular(self) -> bool:
+        """True when no spacing inside a date differs from the interval."""
+        return self.gaps == 0 and self.off_grid == 0 and self.overlapping == 0
+
+    def summary(self) -> str:
+        """One line, e.g. ``interval 60 s (from the data); 16 gaps, 9 regular-hours bars missing``."""
+        origin = {"data": "read from the data", "given": "given", "default": "default, too few bars to read"}
+        parts = [f"interval {self.interval_s} s ({origin.get(self.interval_source, self.interval_source)})"]
+        if self.regular:
+            parts.append("evenly spaced")
+        else:
+            irregular = [f"{n} {name}" for name, n in (("gaps", self.gaps), ("off-grid spacings", self.off_grid),
+                                                       ("overlapping bars", self.overlapping)) if n]
+            parts.append("irregular spacing: " + ", ".join(irregular))
+        parts.append(f"{self.missing_regular} regular-hours bars missing")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "interval_s": self.interval_s,
+            "interval_source": self.interval_source,
+            "regular": self.regular,
+            "gaps": self.gaps,
+            "off_grid": self.off_grid,
+            "overlapping": self.overlapping,
+            "missing_regular_bars": self.missing_regular,
+            "spacings_s": {str(k): v for k, v in sorted(self.spacings.items())},
+        }
+
+
+def bar_spacing(
+    ts: Sequence[int] | IntArray, interval_s: int | None = None, calendar: MarketCalendar | None = None
+) -> BarSpacing:
+    """Interval (read from the data unless ``interval_s`` is given) and spacing of increasing bar starts."""
+    t = np.asarray(ts, dtype=np.int64)
+    cal = calendar if calendar is not None else default_calendar()
+    days = np.array([ny_date(int(x)).toordinal() for x in t], dtype=np.int64) if t.size else np.zeros(0, np.int64)
+    same_day = days[1:] == days[:-1]
+    diffs_s = (np.diff(t)[same_day] // NS_PER_S).astype(np.int64)
+    values, counts = np.unique(diffs_s, return_counts=True)
+    spacings = {int(v): int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
+    if interval_s is not None:
+        iv, source = int(interval_s), "given"
+    elif values.size:
+        iv, source = int(values[int(np.argmax(counts))]), "data"  # argmax takes the first (shortest) tie
+    else:
+        iv, source = DEFAULT_INTERVAL_S, "default"
+    if iv < 1:
+        raise ValueError(f"bar interval must be >= 1 s, got {iv}")
+    gaps = int(np.sum((diffs_s > iv) & (diffs_s % iv == 0)))
+    off_grid = int(np.sum((diffs_s > iv) & (diffs_s % iv != 0)))
+    overlapping = int(np.sum(diffs_s < iv))
+    missing = 0
+    if t.size:
+        iv_ns = iv * NS_PER_S
+        first, last = int(t[0]), int(t[-1])
+        for ordinal in np.unique(days).tolist():
+            day = dt.date.fromordinal(ordinal)
+            # A date outside the calendar's range has no known session, so no known slots.
+            session = cal.session(day) if cal.first <= day <= cal.last else None
+            if session is None:
+                continue
+            slots = np.arange(session.open_ns, session.close_ns, iv_ns, dtype=np.int64)
+            slots = slots[(slots >= first) & (slots <= last)]
+            present = np.isin(slots, t[days == ordinal])
+            missing += int(slots.size - int(np.sum(present)))
+    return BarSpacing(iv, source, spacings, gaps, off_grid, overlapping, missing)

@@ -103,7 +103,8 @@ def test_config_is_frozen() -> None:
     cfg = FeatureConfig()
     with pytest.raises(AttributeError):
         cfg.atr_period = 3  # type: ignore[misc]
-    assert cfg.periods_per_year == 252 * 390
+    assert cfg.periods_per_year() == 252 * 390
+    assert cfg.periods_per_year(300) == 252 * 78  # 78 five-minute bars in a 6.5 h session
 
 
 @pytest.mark.realdata
@@ -178,11 +179,12 @@ def test_malformed_bars_raise() -> None:
         engine.on_bar(Bar(ts=ts, symbol="SPY", open=1.0, high=math.inf, low=1.0, close=1.5, volume=1.0))
     with pytest.raises(ValueError, match="malformed"):
         engine.on_bar(Bar(ts=ts, symbol="SPY", open=1.0, high=2.0, low=1.0, close=math.nan, volume=1.0))
+    fixed = FeatureEngine("SPY", FeatureConfig(bar_interval_s=60))
     with pytest.raises(ValueError, match="interval"):
-        engine.on_bar(
+        fixed.on_bar(
             Bar(ts=ts, symbol="SPY", open=1.0, high=2.0, low=1.0, close=1.5, volume=1.0, interval_s=300)
         )
-    assert engine.latest is None
+    assert engine.latest is None and fixed.latest is None
     assert engine.on_bar(bar(ts, 100.0)).values["close"] == 100.0
 
 

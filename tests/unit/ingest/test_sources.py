@@ -84,7 +84,8 @@ def test_valid_csv_rows_give_finite_bars_equal_to_the_input(rows: list[Row]) -> 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bars.csv"
         path.write_text(seed_text(rows))
-        bars = list(open_bars(path, "SPY"))
+        # The rows are 1 to 600 minutes apart, so the interval is given rather than read from them.
+        bars = list(open_bars(path, "SPY", interval_s=60))
     assert all(math.isfinite(x) for b in bars for x in (b.open, b.high, b.low, b.close, b.volume))
     assert [(b.ts, b.open, b.high, b.low, b.close, b.volume) for b in bars] == [tuple(r) for r in rows]
     assert all(b.symbol == "SPY" and b.interval_s == 60 for b in bars)
