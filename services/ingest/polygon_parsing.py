@@ -31,6 +31,9 @@ Wire facts, as documented (field names verified against these sources):
   ``{ticker, adjusted, queryCount, resultsCount, status, request_id, results: [{o,h,l,c,v,vw,n,t}], next_url}``
   with ``t`` the bar start in ms (``results`` absent when empty). Sources:
   massive.com/docs/rest/options/aggregates/custom-bars.md, massive.com/blog/aggs-api-updates.
+  Indices are asked for as ``I:SPX``, ``I:NDX`` (:func:`polygon_ticker`); their bars are "derived from
+  index values rather than individual trades" (massive.com/docs/rest/indices/aggregates/custom-bars.md)
+  and carry no ``v``/``vw``/``n``, so a missing ``v`` reads as volume 0.
 - REST option chain ``GET /v3/snapshot/options/{underlyingAsset}``: ``results[]`` of ``details`` (contract_type,
   exercise_style, expiration_date, shares_per_contract, strike_price, ticker ``O:...``), ``greeks``,
   ``implied_volatility``, ``last_quote`` (ask, ask_size, bid, bid_size, last_updated ns, midpoint,
@@ -74,6 +77,9 @@ TIMESPAN_SECONDS: Final[dict[str, int]] = {
 }
 #: OCC roots of PM-settled index options -> their underlying index.
 INDEX_ROOTS: Final[dict[str, str]] = {"SPXW": "SPX", "NDXP": "NDX", "RUTW": "RUT", "XSP": "XSP"}
+#: Underlyings that are indices: Polygon names them ``I:<symbol>`` (REST, websocket and flat files).
+INDEX_SYMBOLS: Final = frozenset({"SPX", "NDX", "RUT", "XSP", "VIX"})
+INDEX_PREFIX: Final = "I:"
 
 _OCC = re.compile(r"^(?:O:)?([A-Z][A-Z0-9]{0,5}?)(\d{2})(\d{2})(\d{2})([CP])(\d{8})$")
 _PATH = re.compile(r"at `([^`]+)`")
@@ -198,6 +204,17 @@ def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
         raise PolygonMessageError(_field_of(str(exc)), str(exc), raw) from None
     except msgspec.DecodeError as exc:
         raise PolygonMessageError("$", f"not valid JSON: {exc}", raw) from None
+
+
+def polygon_ticker(symbol: str) -> str:
+    """Our symbol as Polygon spells the ticker: ``SPX`` -> ``I:SPX``; stocks and ETFs unchanged."""
+    sym = symbol.strip().upper()
+    return INDEX_PREFIX + sym if sym in INDEX_SYMBOLS else sym
+
+
+def our_symbol(ticker: str) -> str:
+    """Polygon's ticker as our symbol: ``I:SPX`` -> ``SPX`` (others unchanged, option prefix included)."""
+    return ticker[len(INDEX_PREFIX) :] if ticker.startswith(INDEX_PREFIX) else ticker
 
 
 def strip_option_prefix(symbol: str) -> str:
@@ -348,8 +365,8 @@ class AggResult(msgspec.Struct, frozen=True):
     h: Px
     low: Px = msgspec.field(name="l")
     c: Px = msgspec.field(name="c")
-    v: NonNeg = msgspec.field(name="v")
     t: int = msgspec.field(name="t")
+    v: NonNeg = msgspec.field(default=0.0, name="v")  # absent on index bars (no trades behind them)
     vw: float | None = None
     n: int | None = None
     otc: bool | None = None

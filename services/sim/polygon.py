@@ -1,6 +1,7 @@
 """A local Polygon.io (Massive) server: websocket clusters and REST, derived from a bar file.
 
-``python -m services.sim.polygon --port P --data FILE --symbol SPY [--speed 0] [--api-key KEY]``
+``python -m services.sim.polygon --port P --data FILE --symbol SPY [--rest-symbols SPY,QQQ,SPX] [--speed 0]
+[--api-key KEY]``
 
 Websocket (``ws://127.0.0.1:P/stocks`` and ``/options``), as the real clusters behave
 (sources: :mod:`services.ingest.polygon_parsing`):
@@ -30,7 +31,9 @@ REST (same port), key as ``Authorization: Bearer KEY`` or ``?apiKey=KEY``:
 
 - ``GET /v2/aggs/ticker/{T}/range/{m}/{minute|hour|day}/{from}/{to}`` (from/to ``YYYY-MM-DD``, New York
   days inclusive, or Unix ms) with ``adjusted``, ``sort``, ``limit`` (default 5000, max 50000) and
-  ``next_url`` pagination (``cursor``);
+  ``next_url`` pagination (``cursor``), for ``--symbol`` and every ``--rest-symbols`` symbol (read from
+  ``--data``, then a flat-file tree or a file with a Symbol column). Indices are asked for as ``I:SPX``
+  (the ``indices`` entitlement) and, as on the real API, their bars have no ``v``/``vw``/``n``;
 - ``GET /v3/snapshot/options/{underlying}`` with ``contract_type``, ``expiration_date``,
   ``strike_price`` (and ``.gte/.gt/.lte/.lt``), ``order``, ``sort``, ``limit`` (default 10, max 250) and
   ``next_url`` pagination: the synthetic chain at the sim's clock (the latest streamed bar's end,
@@ -40,7 +43,9 @@ REST (same port), key as ``Authorization: Bearer KEY`` or ``?apiKey=KEY``:
   ``--entitlements``, 400 ``ERROR`` for bad parameters, and injected 429/5xx for retry tests.
 
 Admin (tests): ``POST /sim/fail {"status":429,"count":2}``, ``POST /sim/clock {"asof_ns":N}``,
-``POST /sim/drop`` (close every socket with 1011), ``GET /sim/stats``.
+``POST /sim/drop`` (close every socket with 1011; ``{"skip_bars":N}`` also moves every replay position N bars
+on, the minutes a real client would miss while away), ``POST /sim/latency {"seconds":0.2}`` (delay every REST
+answer), ``GET /sim/stats``.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import bisect
 import datetime as dt
 import itertools
 import json
@@ -66,6 +72,7 @@ from aiohttp import WSMsgType, web
 from services.cliutil import OneLineParser, fail, parse_speed
 from services.core.calendar import NEW_YORK, NS_PER_S, default_calendar, ny_date
 from services.core.events import Bar, ChainSnapshot, OptionQuote
+from services.ingest.polygon_parsing import INDEX_PREFIX, INDEX_SYMBOLS
 from services.ingest.sources import DataSourceError, open_bars
 from services.sim import LOOPBACK, serve
 
@@ -93,7 +100,8 @@ class PolygonSimConfig:
     speed: float = 0.0
     drop_after: int | None = None
     asof_ns: int | None = None
-    entitlements: frozenset[str] = frozenset({"stocks", "options"})
+    entitlements: frozenset[str] = frozenset({"stocks", "options", "indices"})
+    rest_symbols: tuple[str, ...] = ()
 
 
 def _dumps(obj: Any) -> str:
@@ -147,6 +155,7 @@ class SimMarket:
             session = cal.session(d)
             self.official_open[i] = opening if session and b.ts >= session.open_ns else self.bars[i].open
         self.first_asof = self.end_ns(0)
+        self._t_ms = [b.ts // NS_PER_MS for b in self.bars]
         self.asof_ns = asof_ns if asof_ns is not None else self.end_ns(n - 1)
 
     def end_ns(self, i: int) -> int:
@@ -248,10 +257,11 @@ class SimMarket:
         """Bars (``o,h,l,c,v,vw,n,t``) of the requested size whose start lies in [start_ms, end_ms]."""
         rows: list[dict[str, Any]] = []
         groups: dict[int, list[int]] = {}
-        for i, b in enumerate(self.bars):
-            t_ms = b.ts // NS_PER_MS
-            if not start_ms <= t_ms <= end_ms:
-                continue
+        # Bars are in time order (the replay refuses anything else), so the range is a slice.
+        lo, hi = bisect.bisect_left(self._t_ms, start_ms), bisect.bisect_right(self._t_ms, end_ms)
+        for i in range(lo, hi):
+            b = self.bars[i]
+            t_ms = self._t_ms[i]
             if timespan == "day":
                 d = ny_date(b.ts)
                 key = int(dt.datetime.combine(d, dt.time(0), tzinfo=NEW_YORK).timestamp() * 1000)
@@ -435,13 +445,28 @@ class PolygonSim:
         self._sockets: set[web.WebSocketResponse] = set()
         self._dropped = False
         self._fail: list[int] = []
+        self._latency_s = 0.0
         self._request_ids = itertools.count(1)
+        self.rest_markets: dict[str, SimMarket] = {market.symbol: market}
 
     @classmethod
     def from_config(cls, config: PolygonSimConfig) -> PolygonSim:
-        return cls(
-            config, SimMarket(list(open_bars(config.data, config.symbol)), config.symbol.upper(), config.asof_ns)
-        )
+        symbol = config.symbol.upper()
+        sim = cls(config, SimMarket(list(open_bars(config.data, symbol)), symbol, config.asof_ns))
+        for extra in dict.fromkeys(s.upper() for s in config.rest_symbols):
+            if extra not in sim.rest_markets:
+                sim.rest_markets[extra] = SimMarket(list(open_bars(config.data, extra)), extra, config.asof_ns)
+        return sim
+
+    def rest_market(self, ticker: str) -> tuple[SimMarket | None, str]:
+        """The market behind a REST ticker (``I:SPX`` for an index) and the cluster it belongs to."""
+        if ticker.startswith(INDEX_PREFIX):
+            name = ticker[len(INDEX_PREFIX) :]
+            return (self.rest_markets.get(name) if name in INDEX_SYMBOLS else None), "indices"
+        # A bare index name is no stock ticker; only the sim's own --symbol keeps its old bare form.
+        if ticker in INDEX_SYMBOLS and ticker != self.market.symbol:
+            return None, "stocks"
+        return self.rest_markets.get(ticker), "stocks"
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -452,6 +477,7 @@ class PolygonSim:
         app.router.add_post("/sim/fail", self._admin_fail)
         app.router.add_post("/sim/clock", self._admin_clock)
         app.router.add_post("/sim/drop", self._admin_drop)
+        app.router.add_post("/sim/latency", self._admin_latency)
         app.router.add_get("/sim/stats", self._admin_stats)
         app.on_shutdown.append(self._close_sockets)
         return app
@@ -621,11 +647,14 @@ class PolygonSim:
         return state
 
     async def _aggs(self, request: web.Request) -> web.Response:
-        denied = self._check(request, "stocks")
-        if denied is not None:
-            return denied
         info = request.match_info
         ticker = info["ticker"].upper()
+        market, cluster = self.rest_market(ticker)
+        denied = self._check(request, cluster)
+        if denied is not None:
+            return denied
+        if self._latency_s > 0:
+            await asyncio.sleep(self._latency_s)
         state = self._cursor(request)
         if state == {}:
             return self._error(400, "Invalid cursor")
@@ -648,7 +677,10 @@ class PolygonSim:
             )
         if not 0 < limit <= MAX_AGGS_LIMIT or q["sort"] not in ("asc", "desc"):
             return self._error(400, f"limit must be 1..{MAX_AGGS_LIMIT} and sort asc or desc")
-        rows = self.market.aggregates(multiplier, timespan, start_ms, end_ms) if ticker == self.market.symbol else []
+        rows = market.aggregates(multiplier, timespan, start_ms, end_ms) if market is not None else []
+        if cluster == "indices":
+            # Index values are not trades: the real API sends no volume, VWAP or trade count for them.
+            rows = [{k: v for k, v in row.items() if k not in ("v", "vw", "n")} for row in rows]
         if q["sort"] == "desc":
             rows.reverse()
         offset = int(q["offset"])
@@ -697,17 +729,27 @@ class PolygonSim:
         self._fail.extend([int(doc.get("status", 503))] * int(doc.get("count", 1)))
         return web.json_response({"pending_failures": len(self._fail)})
 
+    async def _admin_latency(self, request: web.Request) -> web.Response:
+        doc = await request.json()
+        self._latency_s = max(float(doc.get("seconds", 0.0)), 0.0)
+        return web.json_response({"latency_s": self._latency_s})
+
     async def _admin_clock(self, request: web.Request) -> web.Response:
         doc = await request.json()
         self.market.asof_ns = int(doc["asof_ns"])
         return web.json_response({"asof_ns": self.market.asof_ns})
 
-    async def _admin_drop(self, _request: web.Request) -> web.Response:
+    async def _admin_drop(self, request: web.Request) -> web.Response:
+        # {"skip_bars": N}: the market moves on while the clients are away (their next N bars are never sent).
+        doc = await request.json() if request.can_read_body else {}
+        skip = max(int(doc.get("skip_bars", 0)), 0)
         sockets = list(self._sockets)
         for ws in sockets:
             await ws.close(code=1011, message=b"sim: connection dropped")
+        for cursor in self._cursors.values():
+            cursor.index = min(cursor.index + skip, len(self.market.bars))
         self.stats.drops += len(sockets)
-        return web.json_response({"dropped": len(sockets)})
+        return web.json_response({"dropped": len(sockets), "skipped_bars": skip})
 
     async def _admin_stats(self, _request: web.Request) -> web.Response:
         s = self.stats
@@ -796,11 +838,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1")
     p.add_argument("--data", required=True, help="bar file or flat-file tree (services.ingest.sources formats)")
     p.add_argument("--symbol", required=True, help="symbol to serve, e.g. SPY")
+    p.add_argument("--rest-symbols", default="", help="more symbols REST aggregates serve from --data, "
+                   "comma-separated (indices as I:SPX)")
     p.add_argument("--speed", type=parse_speed, default=0.0, help="replay pace: 0 = unpaced, 60x = a bar a second")
     p.add_argument("--api-key", default=None, help="accepted key (default: env POLYGON_API_KEY)")
     p.add_argument("--asof", default=None, help="chain snapshot time, ISO 8601 with offset (default: last bar)")
     p.add_argument("--drop-after", type=int, default=None, help="drop the first connection after N frames")
-    p.add_argument("--entitlements", default="stocks,options", help="clusters the key may use")
+    p.add_argument("--entitlements", default="stocks,options,indices", help="clusters the key may use")
     p.add_argument("--host", default=LOOPBACK, help="listen address (loopback only by default)")
     return p
 
@@ -828,6 +872,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         drop_after=args.drop_after,
         asof_ns=asof,
         entitlements=frozenset(x.strip() for x in args.entitlements.split(",") if x.strip()),
+        rest_symbols=tuple(x.strip().upper() for x in args.rest_symbols.split(",") if x.strip()),
     )
     try:
         sim = PolygonSim.from_config(config)

@@ -1,0 +1,1 @@
+"""Operations entry points that chain the stages' tools: the nightly job (sync, calibrate, publish)."""
