@@ -14,6 +14,7 @@ from services.core.events import Bar, ChainSnapshot
 from services.ingest.feed import ChainSource
 from services.ingest.sources import open_bars
 from services.ingest.synthetic import synthetic_bars
+from services.ingest.synthetic_chain import TrailingVolRule
 from services.ingest.validation import BarSpacing, RejectionReport, bar_spacing
 
 START_PRICES = {"SPY": 620.0, "QQQ": 520.0, "SPX": 6200.0, "NDX": 22500.0}
@@ -65,19 +66,42 @@ def load_market_data(
     return MarketData(bars, reports, str(data), spacings)
 
 
-def synthetic_chain_source(seed: int = 7, calendar: MarketCalendar | None = None) -> ChainSource:
-    """0DTE and next-session chains priced around each bar's close (deterministic per seed)."""
-    from services.ingest.synthetic_chain import synthetic_chain
+def synthetic_chain_source(seed: int = 7, calendar: MarketCalendar | None = None,
+                           vol_rule: TrailingVolRule | None = None) -> ChainSource:
+    """0DTE and next-session chains priced around each bar's close (deterministic per seed), on a
+    surface whose vol level follows the underlying's trailing realised vol (``vol_rule``, see
+    :mod:`services.ingest.synthetic_chain`). It only ever sees spots up to the chain's instant."""
+    from services.ingest.synthetic_chain import DEFAULT_SURFACES, SurfaceModel, TrailingRealizedVol, synthetic_chain
 
     cal = calendar or default_calendar()
+    rule = vol_rule or TrailingVolRule()
+    trailing: dict[str, TrailingRealizedVol] = {}
 
     def source(underlying: str, spot: float, now_ns: int) -> ChainSnapshot | None:
         today = ny_date(now_ns)
         session = cal.session(today)
         if session is None:
             return None
+        rv = trailing.setdefault(underlying, TrailingRealizedVol(rule))
+        rv.update(now_ns, spot, session.open_ns)
+        surface = rv.surface(DEFAULT_SURFACES.get(underlying, SurfaceModel()))
         expiries = [today, cal.next_session(today).date] if now_ns < session.close_ns else [
             cal.next_session(today).date]
-        return synthetic_chain(underlying, spot, now_ns, expiries, seed=seed, calendar=cal)
+        return synthetic_chain(underlying, spot, now_ns, expiries, seed=seed, calendar=cal, surface=surface)
 
     return source
+
+
+def option_price_disclosure(vol_rule: TrailingVolRule | None = None) -> dict[str, str]:
+    """Where a replay's option prices come from, stated in every backtest output."""
+    from services.ingest.synthetic_chain import SPREAD_MODEL
+
+    rule = vol_rule or TrailingVolRule()
+    return {
+        "source": "synthetic",
+        "detail": "bar files carry no option quotes: every option price is modelled, none was observed",
+        "model": "SSVI surface (services/ingest/synthetic_chain.py), Black-76 values on the underlying's bar close",
+        "vol_rule": rule.describe(),
+        "vrp": f"{rule.vrp:g}",
+        "spread_model": SPREAD_MODEL,
+    }

@@ -37,6 +37,7 @@ class BacktestResult:
     summary: dict[str, Any]
     data: MarketData
     session: EmbeddedSession
+    open_positions: list[dict[str, Any]]
 
 
 def run_backtest(
@@ -47,6 +48,7 @@ def run_backtest(
     on_step: Callable[[SessionRecord], None] | None = None,
 ) -> BacktestResult:
     """Replay ``data`` through every stage with the paper broker and summarise the trades."""
+    from services.app.market_data import option_price_disclosure
     from services.app.stages import build_feed
     from services.backtest.embedded import EmbeddedSession
     from services.backtest.reports import summarize
@@ -69,6 +71,7 @@ def run_backtest(
     record = session.run(feed, on_step=step)
     if progress:
         bar.close()
+    open_positions = open_position_records(session)
     summary = summarize(record.outcomes, data.session_dates)
     summary.update(
         symbols=list(symbols),
@@ -82,8 +85,53 @@ def run_backtest(
         sessions=[d.isoformat() for d in data.session_dates],
         bar_interval_s={s: sp.interval_s for s, sp in data.spacing.items()},
         bar_spacing={s: sp.to_dict() for s, sp in data.spacing.items()},
+        option_prices=option_price_disclosure(),
+        open_positions=open_positions,
+        unrealized_pnl=round(sum(p["unrealized_pnl"] for p in open_positions), 6),
     )
-    return BacktestResult(record, summary, data, session)
+    summary["net_pnl_with_open"] = round(summary["net_pnl"] + summary["unrealized_pnl"], 6)
+    return BacktestResult(record, summary, data, session, open_positions)
+
+
+def open_position_records(session: EmbeddedSession) -> list[dict[str, Any]]:
+    """Round trips still holding contracts when the data ends, marked to the last quote the OMS saw.
+
+    ``unrealized_pnl`` = (mark - entry price) x open contracts x multiplier x direction, plus what was
+    already exited, minus the fees paid so far (the exit's fees are not yet paid, so not counted).
+    A position never quoted after its entry is marked at its entry price (unrealized = -fees).
+    """
+    from services.core.calendar import iso_ny
+
+    book = session.oms.positions
+    out: list[dict[str, Any]] = []
+    for trade in sorted(book.open_trades(), key=lambda t: (t.entry_ts or 0, t.id)):
+        if trade.open_qty == 0:
+            continue
+        pos = book.positions.get(trade.contract)
+        mark = pos.mark if pos is not None and pos.mark is not None else trade.entry_price
+        out.append({
+            "status": "open",
+            "id": trade.id,
+            "underlying": trade.underlying,
+            "playbook": trade.playbook,
+            "reason": trade.reason,
+            "contract": trade.contract,
+            "side": trade.side,
+            "quantity": trade.open_qty,
+            "entry_time": iso_ny(trade.entry_ts) if trade.entry_ts else None,
+            "entry_price": trade.entry_price,
+            "exit_time": None,
+            "exit_price": None,
+            "exit_reason": None,
+            "mark": mark,
+            "marked_at": iso_ny(session.record.last_ts) if session.record.last_ts else None,
+            "pnl": None,
+            "unrealized_pnl": round(trade.running_pnl(mark) - trade.fees, 6),
+            "mae": round(trade.mae, 6),
+            "mfe": round(trade.mfe, 6),
+            "context": dict(sorted(trade.context.items())),
+        })
+    return out
 
 
 def write_fill_quality(result: BacktestResult, path: Path) -> None:
@@ -94,10 +142,11 @@ def write_fill_quality(result: BacktestResult, path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["fill_time", "order_id", "leg", "contract", "side", "quantity", "price", "bid", "ask",
-                    "slippage_vs_mid", "fill_delay_s", "fees"])
+                    "slippage_vs_mid", "fill_delay_s", "fees", "option_price_source"])
+        source = result.summary["option_prices"]["source"]
         for f in result.session.oms.fill_reports:
             w.writerow([iso_ny(f.fill_ts), f.order_id, f.leg, f.contract, f.side, f.quantity, f.price,
-                        f.bid, f.ask, f.slippage_vs_mid, f.delay_ns / 1e9, f.fees])
+                        f.bid, f.ask, f.slippage_vs_mid, f.delay_ns / 1e9, f.fees, source])
 
 
 def write_outputs(result: BacktestResult, output: Path, trades_output: Path, reports_dir: Path) -> None:
@@ -105,7 +154,8 @@ def write_outputs(result: BacktestResult, output: Path, trades_output: Path, rep
     from services.backtest.reports import write_json, write_summary_csv, write_trades
 
     write_json(result.summary, output)
-    write_trades(result.record.outcomes, trades_output)
+    write_trades(result.record.outcomes, trades_output, option_price_source=result.summary["option_prices"]["source"],
+                 open_positions=result.open_positions)
     write_summary_csv(result.summary, reports_dir / "summary.csv")
     write_fill_quality(result, reports_dir / "fill_quality.csv")
 
@@ -195,7 +245,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m services.back
 def report_lines(result: BacktestResult) -> list[str]:
     """What the replay assumed and found, one line per fact (printed under the headline)."""
     data = result.data
-    lines = []
+    s = result.summary
+    prices = s["option_prices"]
+    lines = [f"  open at the end of the data: {len(result.open_positions)} position(s), unrealized pnl "
+             f"{s['unrealized_pnl']:.2f} (net pnl with open positions {s['net_pnl_with_open']:.2f})"]
+    lines += [f"    {p['contract']} x{p['quantity']} {p['playbook']} entered {p['entry_time']} at "
+              f"{p['entry_price']:.2f}, mark {p['mark']:.2f}" for p in result.open_positions]
+    lines += [f"  option prices: {prices['source']} ({prices['detail']}); {prices['vol_rule']}",
+             f"  option spreads: {prices['spread_model']}"]
     for sym in sorted(data.bars):
         rep = data.reports.get(sym)
         rejected = rep.summary() if rep is not None else f"{sym}: {len(data.bars[sym])} synthetic bars"

@@ -29,9 +29,10 @@ TRADE_KEYS = (
 )
 
 
-def trade_record(t: TradeOutcome) -> dict[str, Any]:
-    """One trade as the trades JSON object (times ISO 8601 with the New York offset)."""
-    return {
+def trade_record(t: TradeOutcome, option_price_source: str | None = None) -> dict[str, Any]:
+    """One trade as the trades JSON object (times ISO 8601 with the New York offset); a closed
+    round trip (``status`` closed) with the source of its option prices when given."""
+    record: dict[str, Any] = {
         "entry_time": iso_ny(t.entry_ts),
         "exit_time": iso_ny(t.exit_ts),
         "entry_price": t.entry_price,
@@ -47,7 +48,11 @@ def trade_record(t: TradeOutcome) -> dict[str, Any]:
         "underlying": t.underlying,
         "id": t.id,
         "context": dict(sorted(t.context.items())),
+        "status": "closed",
     }
+    if option_price_source is not None:
+        record["option_price_source"] = option_price_source
+    return record
 
 
 def _stats(pnls: Sequence[float]) -> dict[str, Any]:
@@ -107,10 +112,15 @@ def write_json(doc: Any, path: Path) -> None:
     path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
 
 
-def write_trades(trades: Sequence[TradeOutcome], path: Path) -> None:
-    """Trades JSON: a list with one object per trade, in exit order."""
+def write_trades(trades: Sequence[TradeOutcome], path: Path, *, option_price_source: str | None = None,
+                 open_positions: Sequence[dict[str, Any]] = ()) -> None:
+    """Trades JSON: one object per closed trade, in exit order, then the positions still open at the
+    end of the data (``status`` open, see :func:`open_position_records`)."""
     ordered = sorted(trades, key=lambda t: (t.exit_ts, t.id))
-    write_json([trade_record(t) for t in ordered], path)
+    records = [trade_record(t, option_price_source) for t in ordered]
+    for p in open_positions:
+        records.append({**p, "option_price_source": option_price_source} if option_price_source else dict(p))
+    write_json(records, path)
 
 
 def write_summary_csv(summary: dict[str, Any], path: Path) -> None:
@@ -118,12 +128,14 @@ def write_summary_csv(summary: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     cols = ["playbook", "trade_count", "net_pnl", "expectancy", "win_rate", "average_win",
             "average_loss", "profit_factor", "max_drawdown"]
+    source = summary.get("option_prices", {}).get("source")
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(cols)
-        w.writerow(["ALL", *[summary.get(c) for c in cols[1:]]])
+        w.writerow([*cols, "open_positions", "unrealized_pnl", "option_price_source"])
+        w.writerow(["ALL", *[summary.get(c) for c in cols[1:]], len(summary.get("open_positions", ())),
+                    summary.get("unrealized_pnl"), source])
         for name, s in summary.get("playbooks", {}).items():
-            w.writerow([name, *[s.get(c) for c in cols[1:]]])
+            w.writerow([name, *[s.get(c) for c in cols[1:]], "", "", source])
 
 
 def to_builtins(event: msgspec.Struct) -> dict[str, Any]:

@@ -7,6 +7,15 @@ with an upward-sloping term structure, and per expiry the slice
 ``gamma <= 1/2`` it is free of static arbitrage, and every slice is a raw SVI (see
 :func:`surface_svi`), so the chain's "true" smile is known exactly to tests.
 
+Vol level: :class:`TrailingVolRule` makes the surface follow the market. Its at-the-money
+short-dated vol is the underlying's trailing realised vol times ``1 + vrp`` (a volatility risk
+premium: implied vol usually sits above realised), clamped to ``[min_vol, max_vol]``; the surface's
+long-dated vol stays at the model's level, so the term structure mean-reverts. Realised vol is
+measured in real elapsed time: ``sqrt(sum r_i^2 / elapsed)`` over the log returns of the spots
+seen in the last ``window_s`` seconds of the same session, ``elapsed`` in trading years (252
+sessions of 23,400 s), so missing minutes and 5-minute bars are annualised correctly. Until
+``min_returns`` returns are in the window the model's own short vol is used.
+
 Quotes: the Black-76 value on the forward ``S exp(r t)`` ± half a spread of 1 % of the value plus
 0.2 vol points of vega growing with the squared distance from the money (in ATM standard
 deviations), at least a tick, rounded outward to the tick (penny names 0.01 under $3 and 0.05
@@ -16,8 +25,10 @@ zero bid under a one-tick ask. Sizes and open interest are seeded random numbers
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Final
@@ -53,6 +64,83 @@ class SurfaceModel:
         """At-the-money implied vol at maturity ``t`` (years)."""
         return self.long_vol + (self.short_vol - self.long_vol) * math.exp(-t / self.tau)
 
+
+TRADING_SECONDS_PER_YEAR: Final = 252 * 23_400
+
+
+@dataclass(frozen=True, slots=True)
+class TrailingVolRule:
+    """How the synthetic surface's ATM vol follows trailing realised vol (see the module docstring)."""
+
+    vrp: float = 0.10
+    window_s: float = 3600.0
+    min_returns: int = 15
+    min_vol: float = 0.05
+    max_vol: float = 1.50
+
+    def __post_init__(self) -> None:
+        if not (self.vrp > -1.0 and self.window_s > 0 and self.min_returns >= 2 and 0 < self.min_vol <= self.max_vol):
+            raise ValueError(f"invalid trailing vol rule {self!r}")
+
+    def describe(self) -> str:
+        return (f"ATM short vol = trailing realised vol x (1 + vrp {self.vrp:g}), realised over the last "
+                f"{self.window_s / 60:g} min of the session in elapsed time, clamped to [{self.min_vol:g}, "
+                f"{self.max_vol:g}]; the model's fixed level until {self.min_returns} returns are in the window")
+
+
+class TrailingRealizedVol:
+    """Spots of one underlying over the trailing window; realised vol in real elapsed time."""
+
+    __slots__ = ("_day_open", "_points", "rule")
+
+    def __init__(self, rule: TrailingVolRule) -> None:
+        self.rule = rule
+        self._points: list[tuple[int, float]] = []
+        self._day_open = -1
+
+    def update(self, ts_ns: int, spot: float, session_open_ns: int) -> float | None:
+        """Add the spot seen at ``ts_ns``; the annualised realised vol, or None while warming up."""
+        if session_open_ns != self._day_open:
+            self._points = []  # the window never reaches back over a close
+            self._day_open = session_open_ns
+        pts = self._points
+        if pts and ts_ns <= pts[-1][0]:
+            return self.value()
+        pts.append((ts_ns, spot))
+        start = ts_ns - round(self.rule.window_s * 1e9)
+        drop = 0
+        while drop < len(pts) - 1 and pts[drop][0] < start:
+            drop += 1
+        if drop:
+            del pts[:drop]
+        return self.value()
+
+    def value(self) -> float | None:
+        pts = self._points
+        if len(pts) - 1 < self.rule.min_returns:
+            return None
+        elapsed = (pts[-1][0] - pts[0][0]) / 1e9 / TRADING_SECONDS_PER_YEAR
+        total = 0.0
+        for (_, a), (_, b) in itertools.pairwise(pts):
+            r = math.log(b / a)
+            total += r * r
+        return math.sqrt(total / elapsed) if elapsed > 0 else None
+
+    def surface(self, base: SurfaceModel) -> SurfaceModel:
+        """``base`` with its short vol set by the rule (``base`` itself while warming up)."""
+        rv = self.value()
+        if rv is None:
+            return base
+        rule = self.rule
+        short = min(max(rv * (1.0 + rule.vrp), rule.min_vol), rule.max_vol)
+        return dataclasses.replace(base, short_vol=short)
+
+
+#: How quotes are spread around the model value (stated in every backtest's outputs).
+SPREAD_MODEL: Final = ("bid/ask = Black-76 value -/+ half a width; width = (1% of the value + 0.2 vol points "
+                       "of vega x (1 + min(z, 6)^2)) x a seeded jitter in [0.8, 1.25], z = distance from the money "
+                       "in ATM std devs; at least one tick, rounded outward to the tick (0.01 under $3 / 0.05 for "
+                       "SPY, QQQ; 0.05 / 0.10 for indices); bid 0 under half a tick")
 
 DEFAULT_SURFACES: Final = {
     "SPX": SurfaceModel(),
