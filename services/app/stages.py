@@ -144,7 +144,9 @@ def session_broker_config(config: SessionConfig) -> BrokerConfig:
     """``broker.yaml`` with the session's broker choice (the choice itself lives in SessionConfig)."""
     broker_cfg = load_broker_config(config.config_dir / "broker.yaml")
     b = config.broker
+    # The timings come from SessionConfig (broker.yaml's tradier: section, overridable per session).
     tradier = broker_cfg.tradier.model_copy(update={
+        **{name: getattr(b.tradier, name) for name in type(b.tradier).model_fields},
         "environment": b.environment, "base_url": b.base_url,
         "live_confirm": config.mode == "live" and config.live_confirm})
     return broker_cfg.model_copy(update={"broker": b.provider, "tradier": tradier})

@@ -158,6 +158,32 @@ class MarketDataConfig(_Section):
         return self
 
 
+class TradierRetry(_Section):
+    """How Tradier requests are retried on 429, 5xx and transport errors (never a POST whose answer was lost)."""
+
+    max_attempts: int = Field(default=4, ge=1, le=50, description="Attempts of one request, the first included.")
+    backoff_initial_secs: float = Field(default=0.5, ge=0, le=60,
+                                        description="First backoff; doubles per attempt (with jitter).")
+    backoff_max_secs: float = Field(default=8.0, ge=0, le=600, description="Longest single backoff.")
+    budget_secs: float = Field(default=30.0, gt=0, le=3600,
+                               description="Most seconds one request may spend retrying; then the OMS degrades.")
+    max_retry_after_secs: float = Field(default=60.0, gt=0, le=3600,
+                                        description="Longest 429 Retry-After honoured (a longer one ends the retries).")
+
+
+class TradierTuning(_Section):
+    """The ``tradier:`` timings of broker.yaml (``DREAMBOT_BROKER__TRADIER__<FIELD>`` overrides one)."""
+
+    request_timeout_secs: float = Field(default=10.0, gt=0, le=300, description="Per-request timeout.")
+    poll_interval_secs: float = Field(default=1.0, ge=0, le=300,
+                                      description="Least wall time between order-status polls while orders live.")
+    status_timeout_secs: float = Field(default=30.0, gt=0, le=3600,
+                                       description="How long a submit whose answer was lost is looked up by tag.")
+    reconcile_interval_secs: float = Field(default=5.0, gt=0, le=3600,
+                                           description="While book and venue disagree, how often to look again.")
+    retry: TradierRetry = Field(default_factory=TradierRetry)
+
+
 class BrokerSettings(_Section):
     """Which broker works the orders: paper (simulated fills) or Tradier (sandbox or live)."""
 
@@ -168,6 +194,8 @@ class BrokerSettings(_Section):
                                  description="Tradier endpoint override (sandbox).")
     access_token: SecretStr | None = Field(default=None, description="Tradier token (env TRADIER_ACCESS_TOKEN only).")
     account_id: str | None = Field(default=None, description="Tradier account id (env TRADIER_ACCOUNT_ID).")
+    tradier: TradierTuning = Field(default_factory=TradierTuning,
+                                   description="Tradier timings and retries (broker.yaml's tradier: section).")
 
     _none = field_validator("base_url", "account_id", mode="before")(lambda v: _none_word(v))
 
@@ -413,6 +441,10 @@ def broker_yaml_layer(config_dir: Path) -> Layer:
             if tradier.get(key) is not None:
                 _put(values, ("broker", key), tradier[key])
                 origins[("broker", key)] = label
+        tuning = {k: v for k, v in tradier.items() if k in TradierTuning.model_fields and v is not None}
+        for leaf, value in _leaves(tuning, ("broker", "tradier")):
+            _put(values, leaf, value)
+            origins[leaf] = label
     return Layer(values, origins)
 
 

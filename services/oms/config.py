@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.core.session_config import TradierTuning
 from services.core.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, load_model
 
 BROKER_YAML = CONFIG_DIR / "broker.yaml"
@@ -123,10 +124,14 @@ class StopSyncConfig(_Frozen):
     )
 
 
-class TradierConfig(BaseModel):
-    """Non-secret Tradier settings (the ``tradier:`` section of config/broker.yaml)."""
+class TradierConfig(TradierTuning):
+    """Non-secret Tradier settings: the ``tradier:`` section of config/broker.yaml.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    The timings and retries (:class:`~services.core.session_config.TradierTuning`: request, poll,
+    status and reconcile intervals, ``retry``) are SessionConfig's ``broker.tradier`` too, which is how
+    an environment variable or a session file overrides them; the composition root
+    (:func:`services.app.stages.session_broker_config`) puts the session's values here.
+    """
 
     environment: Literal["sandbox", "live"] = Field(
         default="sandbox", description="sandbox (paper account, default) or live (real money)."
@@ -139,12 +144,6 @@ class TradierConfig(BaseModel):
     )
     entry_duration: Literal["day", "gtc"] = Field(default="day", description="Duration of the entry leg.")
     exit_duration: Literal["day", "gtc"] = Field(default="gtc", description="Duration of the exit legs.")
-    timeout_s: float = Field(default=10.0, gt=0, description="Per-request timeout in seconds.")
-    retries: int = Field(default=2, ge=0, description="Retries of reads, cancels and modifies (never of a POST).")
-    backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles per retry.")
-    poll_interval_s: float = Field(
-        default=1.0, ge=0, description="Minimum wall time between order polls from market-data hooks."
-    )
 
 
 class BrokerConfig(_Frozen):

@@ -18,6 +18,18 @@ Risk commands:
 - ``engage_kill_switch``: cancel every working order, flatten every bracket (exit reason
   ``kill_switch``) and reject new OrderRequests until ``release_kill_switch``.
 
+Venue reconciliation (failing closed): before the first entry, and again every
+``tradier.reconcile_interval_secs`` of the injected clock while they disagree, :meth:`OrderManager.check_venue`
+reads the broker's :meth:`~services.oms.brokers.base.Broker.account_state`. Own live orders (DreamBot's
+tags) that the book does not know are adopted: an OTOCO becomes a bracket and a round trip again, its
+fills become the position they are. Foreign orders are reported (audit ``foreign_order``) and left
+alone. Entries are refused (a rejected ``entry`` OrderEvent with the reason) until the venue's
+positions equal the book's, contract by contract; a venue that cannot be read is not "flat". Entries
+also wait while the broker itself refuses them (:meth:`~services.oms.brokers.base.Broker.entries_refused`:
+a submission with an unknown outcome, the venue unavailable past its retry budget). Exits - cancels,
+stop modifies, flattens, the kill switch - are worked regardless; one that the venue fails is
+audited (``exit_failed``) and the rest go on.
+
 The only I/O is the optional audit sink passed in.
 """
 
@@ -26,7 +38,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -46,7 +58,7 @@ from services.core.events import (
 )
 from services.core.shared_state import OmsKillSwitch, OmsSnapshot
 from services.oms.audit import AuditSink, event_record
-from services.oms.brokers.base import EXPIRY_REASON, Broker, BrokerError
+from services.oms.brokers.base import EXPIRY_REASON, Broker, BrokerError, VenueUnavailableError
 from services.oms.config import BrokerConfig
 from services.oms.orders import (
     ContractSymbolError,
@@ -78,6 +90,17 @@ def quote_mark(quote: OptionQuote) -> float | None:
     if quote.ask > 0:
         return (quote.bid + quote.ask) / 2
     return quote.bid if quote.bid > 0 else None
+
+
+@dataclass(slots=True)
+class Reconciliation:
+    """What the latest look at the venue found."""
+
+    ts: int = 0
+    adopted: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+    mismatch: str | None = "the venue's orders and positions have not been read yet"
+    checks: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +153,9 @@ class OrderManager:
         self._last_quote: dict[str, OptionQuote] = {}
         self._underlying_px: dict[str, float] = {}
         self._terms: dict[str, OptionContract | None] = {}
+        self.reconciliation = Reconciliation()
+        self._next_reconcile_ns: int | None = None
+        self._foreign_seen: set[str] = set()
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -149,26 +175,101 @@ class OrderManager:
         self._requests_seen.add(request.id)
         self._audit(event_record("order_request", request))
         coid = client_id(request.id)
-        if self.kill_switch_engaged:
-            rejection = OrderEvent(
-                ts=self.clock.now_ns(),
-                id=f"{coid}.rejected",
-                order_id=coid,
-                client_order_id=coid,
-                underlying=request.underlying,
-                contract=request.contract,
-                leg="entry",
-                side=request.side,
-                status="rejected",
-                quantity=request.quantity,
-                limit_price=request.limit_price,
-                reason=f"kill switch engaged: {self.kill_switch_reason}",
-            )
-            return self._process([rejection])
+        out: list[Event] = self.check_venue()
+        refused = f"kill switch engaged: {self.kill_switch_reason}" if self.kill_switch_engaged else None
+        refused = refused or self.entries_refused()
+        if refused is not None:
+            return out + self._process([self._entry_rejection(request, coid, refused)])
         self.book.add_bracket(request, coid)
         reason, context = self._intents.get(request.intent_id, ("", {}))
         self.positions.open_trade(coid, request, reason, context)
-        return self._process(self.broker.submit_otoco(request, coid))
+        try:
+            events = self.broker.submit_otoco(request, coid)
+        except VenueUnavailableError as exc:  # nothing reached the venue: the entry is refused
+            events = [self._entry_rejection(request, coid, str(exc))]
+        return out + self._process(events)
+
+    def _entry_rejection(self, request: OrderRequest, coid: str, reason: str) -> OrderEvent:
+        return OrderEvent(
+            ts=self.clock.now_ns(),
+            id=f"{coid}.rejected",
+            order_id=coid,
+            client_order_id=coid,
+            underlying=request.underlying,
+            contract=request.contract,
+            leg="entry",
+            side=request.side,
+            status="rejected",
+            quantity=request.quantity,
+            limit_price=request.limit_price,
+            reason=reason,
+        )
+
+    # -- venue reconciliation -----------------------------------------------------------------
+
+    def entries_refused(self) -> str | None:
+        """Why new entries must wait (venue disagreement, broker trouble), or None."""
+        mismatch = self.reconciliation.mismatch
+        if mismatch is not None:
+            return f"book and venue disagree: {mismatch}"
+        return self.broker.entries_refused()
+
+    def check_venue(self) -> list[Event]:
+        """Reconcile with the venue if not yet done, or if they disagreed and the interval passed."""
+        if self.reconciliation.mismatch is None:
+            return []
+        now = self.clock.now_ns()
+        if self._next_reconcile_ns is not None and now < self._next_reconcile_ns:
+            return []
+        return self.reconcile()
+
+    def reconcile(self) -> list[Event]:
+        """Read the venue's orders and positions, adopt own orders, report foreign ones, compare."""
+        rec = self.reconciliation
+        now = self.clock.now_ns()
+        rec.ts = now
+        rec.checks += 1
+        self._next_reconcile_ns = now + int(self.config.tradier.reconcile_interval_secs * 1e9)
+        try:
+            state = self.broker.account_state()
+        except VenueUnavailableError as exc:
+            rec.mismatch = f"the venue could not be read ({exc})"
+            self._audit({"kind": "reconciliation", "ts": now, "mismatch": rec.mismatch})
+            return []
+        if state is None:
+            rec.mismatch = None
+            return []
+        out: list[Event] = []
+        problems: list[str] = []
+        for order in state.orders:
+            coid = order.client_order_id
+            if not order.own:
+                if order.order_id not in self._foreign_seen:
+                    self._foreign_seen.add(order.order_id)
+                    rec.foreign.append(order.order_id)
+                    self._audit({"kind": "foreign_order", "ts": now, "order": order.describe()})
+                continue
+            if coid is not None and (coid in self.book.brackets or coid in self._flatten_orders):
+                continue
+            if coid is None or order.request is None:
+                problems.append(f"own {order.describe()} cannot be adopted")
+                continue
+            self.book.add_bracket(order.request, coid)
+            self.positions.open_trade(coid, order.request, "adopted from the venue", {})
+            self._requests_seen.add(order.request.id)
+            rec.adopted.append(coid)
+            self._audit({"kind": "adopted_order", "ts": now, "client_order_id": coid, "order": order.describe()})
+            out.extend(self._process(self.broker.adopt(order, coid)))
+        book = {c: p.quantity for c, p in self.positions.positions.items() if p.quantity}
+        venue = dict(state.positions)
+        differ = sorted(c for c in set(book) | set(venue) if book.get(c, 0) != venue.get(c, 0))
+        if differ:
+            problems.append("positions differ: " + ", ".join(
+                f"{c} venue {venue.get(c, 0)} book {book.get(c, 0)}" for c in differ))
+        rec.mismatch = "; ".join(problems) or None
+        self._audit({"kind": "reconciliation", "ts": now, "adopted": list(rec.adopted), "foreign": list(rec.foreign),
+                     "mismatch": rec.mismatch})
+        return out
 
     def on_risk_command(self, command: RiskCommand) -> list[Event]:
         """Cancel, modify, flatten, or engage/release the kill switch (once per command id)."""
@@ -257,7 +358,10 @@ class OrderManager:
                 tick=self.config.paper.tick_size(terms.root, reference or trade.entry_price),
             )
             if proposal is not None:
-                out.extend(self._process(self.broker.modify_stop(stop.order_id, proposal)))
+                try:
+                    out.extend(self._process(self.broker.modify_stop(stop.order_id, proposal)))
+                except BrokerError as exc:  # the stop stays where it was; the next proposal tries again
+                    self._exit_failed("modify_stop", stop.order_id, exc)
         return out
 
     def on_session_close(self, ts: int, settle_prices: Mapping[str, float]) -> list[Event]:
@@ -309,7 +413,7 @@ class OrderManager:
         out: list[Event] = []
         for leg in list(self.book.live()):
             if leg.leg != "flatten" and not leg.is_terminal:
-                out.extend(self._process(self.broker.cancel(leg.order_id)))
+                out.extend(self._cancel_leg(leg.order_id))
         for bracket in list(self.book.brackets.values()):
             out.extend(self._flatten_bracket(bracket, "kill_switch"))
         return out
@@ -370,7 +474,7 @@ class OrderManager:
         for order_id in bracket.leg_ids():
             leg = self.book.legs[order_id]
             if not leg.is_terminal:
-                out.extend(self._process(self.broker.cancel(order_id)))
+                out.extend(self._cancel_leg(order_id))
         trade = self.positions.trades.get(bracket.client_order_id)
         if trade is None or trade.open_qty <= 0:
             return out
@@ -386,11 +490,27 @@ class OrderManager:
         self._flatten_seq[trade.id] = n
         coid = client_id(f"{trade.id}.flat{n}")
         self._flatten_orders[coid] = (trade.id, reason)
-        events = self.broker.submit_market(
-            coid, trade.underlying, trade.contract, opposite(trade.side), quantity, "flatten"
-        )
+        try:
+            events = self.broker.submit_market(
+                coid, trade.underlying, trade.contract, opposite(trade.side), quantity, "flatten"
+            )
+        except VenueUnavailableError as exc:  # never reached the venue: the next flatten tries again
+            self._flatten_orders.pop(coid, None)
+            self._exit_failed("flatten", coid, exc)
+            return out
         out.extend(self._process(events))
         return out
+
+    def _cancel_leg(self, order_id: str) -> list[Event]:
+        try:
+            return self._process(self.broker.cancel(order_id))
+        except VenueUnavailableError as exc:
+            self._exit_failed("cancel", order_id, exc)
+            return []
+
+    def _exit_failed(self, action: str, order_id: str, exc: Exception) -> None:
+        self._audit({"kind": "exit_failed", "action": action, "order_id": order_id, "ts": self.clock.now_ns(),
+                     "why": str(exc)})
 
     # -- broker events ------------------------------------------------------------------------
 

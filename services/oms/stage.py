@@ -1,5 +1,9 @@
 """The OMS stage: approved orders, risk commands and option quotes in; executions and outcomes out.
 
+Before its first event (and while book and venue disagree) the stage has the OrderManager reconcile
+with the venue (:meth:`~services.oms.engine.OrderManager.check_venue`); adopted orders' events are
+routed like any others.
+
 Session closes are detected from event time (the first event at or after a session's close), so
 expiring contracts settle at the close in a replay exactly as they would live.
 """
@@ -64,8 +68,9 @@ class OmsStage:
     def handle(self, topic: str, event: Event) -> list[Output]:
         if self._clock is not None:
             self._clock.advance_to(event.ts)
-        events = self._session_edge(event.ts)
         m = self.manager
+        events = m.check_venue()  # start-up reconciliation (and re-checks while book and venue disagree)
+        events.extend(self._session_edge(event.ts))
         if isinstance(event, ChainSnapshot):
             self._last_px[event.underlying] = event.underlying_price
             events.extend(m.on_chain(event))

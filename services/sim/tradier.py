@@ -11,15 +11,29 @@ Base path ``/v1`` like https://sandbox.tradier.com/v1 (formats and sources:
 - ``POST /v1/accounts/{A}/orders`` (form): ``class=otoco`` with three indexed legs (limit entry, then a
   limit and a stop exit on the same ``option_symbol``), or ``class=option`` ``type=market``; the
   documented validations answer HTTP 400 ``{"errors":{"error":[...]}}``; ``preview=true`` validates and
-  prices without placing; a ``tag`` must be letters, digits and ``-`` (at most 255). Unlike Tradier,
-  the sim treats a repeated ``tag`` as the same order (it answers with the existing id) - a safety
-  net; the real client checks tags itself before posting;
+  prices without placing; a ``tag`` must be letters, digits and ``-`` (at most 255). Like Tradier,
+  the sim does NOT deduplicate by tag: posting the same tag twice places two orders (the client's
+  own tag discipline is what keeps a submission single);
 - ``GET /v1/accounts/{A}/orders`` (``{"orders":"null"}`` when empty, a bare object for one order, like
   Tradier's XML-converted JSON) and ``GET /orders/{id}``; ``tag`` only with ``includeTags=true``;
 - ``PUT /v1/accounts/{A}/orders/{leg id}`` (``type``, ``duration``, ``stop``) moves a stop leg;
   ``DELETE /v1/accounts/{A}/orders/{id}`` cancels a leg, or every live leg of a parent id;
   requests on finished orders answer HTTP 200 with ``errors`` (how Tradier reports downstream refusals);
+- ``GET /v1/accounts/{A}/positions``: ``{"positions":{"position":[{"cost_basis","date_acquired","id",
+  "quantity","symbol"}]}}`` (a bare object for one, ``"null"`` for none), from the sim's fills plus the
+  positions seeded with ``/sim/positions`` (held "outside" DreamBot);
 - ``GET|POST /v1/markets/quotes?symbols=...`` from the quotes posted to the admin endpoint.
+
+Faults (``POST /sim/faults``, a fault or a list; ``DELETE /sim/faults`` clears, ``GET`` lists the rest):
+``{"endpoint": "place"|"orders"|"order"|"modify"|"cancel"|"positions"|"quotes"|"any", "status": 429 |
+500..599 | "timeout", "accept": "before"|"after"|"never", "times": N, "retry_after": S, "delay_s": S}``.
+The next N matching API requests (after the token check) are answered with the fault: ``429`` is
+refused before anything happens, with ``Retry-After: S`` and Tradier's ``X-Ratelimit-*`` headers
+(Allowed, Used, Available, Expiry in ms); a 5xx runs the request first when ``accept`` is ``before``
+(the venue accepted the order and the answer says otherwise) and answers
+``{"fault":{"faultstring":..}}``; ``timeout`` holds the answer ``delay_s`` seconds, having run the
+request ``before`` (accepted, the answer never arrives in time) or running it ``after`` the delay (a
+late acceptance: the order appears only once the client has given up waiting), or ``never``.
 
 Fills come from :class:`~services.oms.brokers.paper.PaperBroker` (its rules: fill on quotes, OTOCO
 children held until the entry fills, one-cancels-other). Held children show ``pending``, working legs
@@ -28,19 +42,23 @@ children held until the entry fills, one-cancels-other). Held children show ``pe
 Admin (tests): ``POST /sim/quotes`` (an OptionQuote as :func:`services.core.events.encode_json` writes
 it, or a list), ``POST /sim/underlying {"symbol","price","ts"}``, ``POST /sim/close {"ts","settle"}``,
 ``POST /sim/clock {"ts"}``, ``GET /sim/requests`` (every API request: method, path, query, form
-fields in order).
+fields in order, and the fault it met), ``POST /sim/positions {"symbol","quantity","cost_basis"}``
+(a position the account holds outside DreamBot; quantity 0 removes it).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import json
 import os
 import sys
+import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from aiohttp import web
 
@@ -57,6 +75,46 @@ from services.sim import LOOPBACK, serve
 INVALID_TOKEN: Final = "Invalid Access Token"
 OPTION_SIDES: Final = frozenset({"buy_to_open", "buy_to_close", "sell_to_open", "sell_to_close"})
 DURATIONS: Final = frozenset({"day", "gtc", "pre", "post"})
+ENDPOINTS: Final = frozenset({"place", "orders", "order", "modify", "cancel", "positions", "quotes", "any"})
+RATE_LIMIT_ALLOWED: Final = 60  # sandbox: 60 standard requests a minute
+
+
+@dataclass(slots=True)
+class Fault:
+    """How the next ``times`` requests to ``endpoint`` are answered (see the module doc)."""
+
+    endpoint: str
+    status: int | Literal["timeout"]
+    accept: Literal["before", "after", "never"] = "never"
+    times: int = 1
+    retry_after: float = 1.0
+    delay_s: float = 1.0
+
+    @classmethod
+    def parse(cls, doc: dict[str, Any]) -> Fault:
+        endpoint = str(doc.get("endpoint", "any"))
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {', '.join(sorted(ENDPOINTS))}, got {endpoint!r}")
+        raw = doc.get("status")
+        status: int | Literal["timeout"]
+        if raw == "timeout":
+            status = "timeout"
+        elif isinstance(raw, int) and (raw == 429 or 500 <= raw <= 599):
+            status = raw
+        else:
+            raise ValueError(f"status must be 429, a 5xx or 'timeout', got {raw!r}")
+        accept = doc.get("accept", "never")
+        if accept not in ("before", "after", "never") or (accept == "after" and status != "timeout"):
+            raise ValueError("accept is before, never, or (for a timeout) after")
+        times = int(doc.get("times", 1))
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        return cls(endpoint, status, accept, times, float(doc.get("retry_after", 1.0)),
+                   float(doc.get("delay_s", 1.0)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "status": self.status, "accept": self.accept, "times": self.times,
+                "retry_after": self.retry_after, "delay_s": self.delay_s}
 
 
 @dataclass(slots=True)
@@ -164,7 +222,8 @@ class TradierSim:
         self.orders: dict[int, _Order] = {}
         self.legs: dict[int, tuple[_Order, _Leg]] = {}
         self.by_paper_id: dict[str, _Leg] = {}
-        self.by_tag: dict[str, _Order] = {}
+        self.faults: list[Fault] = []
+        self.outside: dict[str, tuple[float, float]] = {}  # positions held outside DreamBot: qty, cost
         self.quotes: dict[str, OptionQuote] = {}
         self.underlying_px: dict[str, tuple[float, int]] = {}
         self.requests: list[dict[str, Any]] = []
@@ -178,6 +237,7 @@ class TradierSim:
         app.router.add_get(base + "/{order_id}", self._get)
         app.router.add_put(base + "/{order_id}", self._modify)
         app.router.add_delete(base + "/{order_id}", self._cancel)
+        app.router.add_get("/v1/accounts/{account}/positions", self._positions)
         app.router.add_get("/v1/markets/quotes", self._quotes)
         app.router.add_post("/v1/markets/quotes", self._quotes)
         app.router.add_post("/sim/quotes", self._admin_quotes)
@@ -185,6 +245,10 @@ class TradierSim:
         app.router.add_post("/sim/close", self._admin_close)
         app.router.add_post("/sim/clock", self._admin_clock)
         app.router.add_get("/sim/requests", self._admin_requests)
+        app.router.add_post("/sim/faults", self._admin_add_faults)
+        app.router.add_get("/sim/faults", self._admin_list_faults)
+        app.router.add_delete("/sim/faults", self._admin_clear_faults)
+        app.router.add_post("/sim/positions", self._admin_positions)
         return app
 
     # -- middleware: auth, content negotiation, request log --------------------------------------
@@ -195,9 +259,9 @@ class TradierSim:
             response: web.StreamResponse = await handler(request)
             return response
         form = [[k, str(v)] for k, v in (await request.post()).items()] if request.can_read_body else []
-        self.requests.append(
-            {"method": request.method, "path": request.path, "query": dict(request.query), "form": form}
-        )
+        record: dict[str, Any] = {"method": request.method, "path": request.path, "query": dict(request.query),
+                                  "form": form}
+        self.requests.append(record)
         if request.headers.get("Authorization", "") != f"Bearer {self.token}":
             return web.Response(status=401, text=INVALID_TOKEN, content_type="text/plain")
         if "application/json" not in request.headers.get("Accept", ""):
@@ -205,11 +269,53 @@ class TradierSim:
         account = request.match_info.get("account")
         if account is not None and account != self.account:
             return _errors(400, f"Invalid account number: {account}")
+        fault = self._take_fault(request)
+        if fault is None:
+            return await self._answer(handler, request)
+        record["fault"] = fault.to_json()
+        if fault.status == 429:
+            return self._rate_limited(fault)
+        if fault.status == "timeout":
+            if fault.accept == "before":
+                await self._answer(handler, request)
+            await asyncio.sleep(fault.delay_s)  # the client has stopped waiting by now
+            if fault.accept == "after":
+                await self._answer(handler, request)
+            return web.json_response({"fault": {"faultstring": "Gateway Timeout"}}, status=504)
+        if fault.accept == "before":
+            await self._answer(handler, request)
+        return web.json_response({"fault": {"faultstring": "Internal Server Error",
+                                            "detail": {"errorcode": "sim.fault"}}}, status=fault.status)
+
+    @staticmethod
+    async def _answer(handler: Any, request: web.Request) -> web.StreamResponse:
         try:
-            response = await handler(request)
+            response: web.StreamResponse = await handler(request)
         except _InvalidRequestError as exc:
             return _errors(400, str(exc))
         return response
+
+    def _take_fault(self, request: web.Request) -> Fault | None:
+        endpoint = _endpoint(request)
+        for fault in self.faults:
+            if fault.endpoint in ("any", endpoint):
+                fault.times -= 1
+                if fault.times <= 0:
+                    self.faults.remove(fault)
+                return fault
+        return None
+
+    @staticmethod
+    def _rate_limited(fault: Fault) -> web.Response:
+        expiry_ms = int((time.time() + fault.retry_after) * 1000)
+        headers = {
+            "Retry-After": f"{fault.retry_after:g}",
+            "X-Ratelimit-Allowed": str(RATE_LIMIT_ALLOWED),
+            "X-Ratelimit-Used": str(RATE_LIMIT_ALLOWED + 1),
+            "X-Ratelimit-Available": "0",
+            "X-Ratelimit-Expiry": str(expiry_ms),
+        }
+        return web.Response(status=429, text="Rate limit exceeded", content_type="text/plain", headers=headers)
 
     # -- orders -------------------------------------------------------------------------------
 
@@ -345,14 +451,10 @@ class TradierSim:
             self.by_paper_id[paper_id] = leg
             self.legs[leg.tid] = (order, leg)
         self.orders[order.tid] = order
-        if tag:
-            self.by_tag[tag] = order
         self._apply(events)
         return order
 
     def _submit_otoco(self, legs: list[dict[str, Any]], tag: str | None) -> _Order:
-        if tag and tag in self.by_tag:
-            return self.by_tag[tag]
         entry = legs[0]
         tp = next(leg for leg in legs[1:] if leg["type"] == "limit")
         sl = next(leg for leg in legs[1:] if leg["type"] == "stop")
@@ -360,7 +462,7 @@ class TradierSim:
         ordered = [entry, tp, sl]
         request = OrderRequest(
             ts=self.clock.now_ns(),
-            id=tag or f"sim-{len(self.orders) + 1}",
+            id=f"sim-{len(self.orders) + 1}",
             intent_id=tag or "sim",
             underlying=entry["symbol"],
             contract=entry["option_symbol"],
@@ -370,17 +472,16 @@ class TradierSim:
             take_profit=tp["price"],
             stop_loss=sl["stop"],
         )
-        events = self.paper.submit_otoco(request, tag or f"sim-order-{len(self.orders) + 1}")
+        # The paper broker is idempotent per client id; the venue is not, so every POST is its own order.
+        events = self.paper.submit_otoco(request, f"sim-order-{len(self.orders) + 1}")
         order = self._new_order("otoco", tag, ordered, events)
         positions = [0, legs.index(tp), legs.index(sl)]  # legs as submitted: the exits may come either way
         order.legs = [leg for _, leg in sorted(zip(positions, order.legs, strict=True), key=lambda p: p[0])]
         return order
 
     def _submit_market(self, leg: dict[str, Any], tag: str | None) -> _Order:
-        if tag and tag in self.by_tag:
-            return self.by_tag[tag]
         side: Side = "buy" if leg["side"].startswith("buy") else "sell"
-        cid = tag or f"sim-order-{len(self.orders) + 1}"
+        cid = f"sim-order-{len(self.orders) + 1}"
         events = self.paper.submit_market(cid, leg["symbol"], leg["option_symbol"], side, int(leg["quantity"]))
         return self._new_order("option", tag, [leg], events)
 
@@ -494,6 +595,35 @@ class TradierSim:
             body["unmatched_symbols"] = {"symbol": unmatched[0] if len(unmatched) == 1 else unmatched}
         return web.json_response({"quotes": body or "null"})
 
+    async def _positions(self, _request: web.Request) -> web.Response:
+        rows = [
+            {"cost_basis": round(cost, 2), "date_acquired": acquired, "id": _position_id(symbol),
+             "quantity": qty, "symbol": symbol}
+            for symbol, (qty, cost, acquired) in sorted(self.positions().items())
+        ]
+        if not rows:
+            return web.json_response({"positions": "null"})
+        return web.json_response({"positions": {"position": rows[0] if len(rows) == 1 else rows}})
+
+    def positions(self) -> dict[str, tuple[float, float, str]]:
+        """Option symbol -> (signed quantity, cost basis, date acquired): the sim's fills plus the
+        positions held outside DreamBot."""
+        held: dict[str, list[Any]] = {}
+        for order in self.orders.values():
+            for leg in order.legs:
+                if leg.exec_quantity <= 0:
+                    continue
+                sign = 1.0 if leg.side.startswith("buy") else -1.0
+                row = held.setdefault(leg.option_symbol, [0.0, 0.0, leg.transaction_date or leg.create_date])
+                row[0] += sign * leg.exec_quantity
+                row[1] += sign * leg.exec_quantity * leg.avg_fill_price * 100
+        now = iso_time(self.clock.now_ns())
+        for symbol, (qty, cost) in self.outside.items():
+            row = held.setdefault(symbol, [0.0, 0.0, now])
+            row[0] += qty
+            row[1] += cost
+        return {s: (q, c, d) for s, (q, c, d) in held.items() if abs(q) > 1e-9}
+
     # -- admin --------------------------------------------------------------------------------
 
     async def _admin_quotes(self, request: web.Request) -> web.Response:
@@ -540,6 +670,51 @@ class TradierSim:
 
     async def _admin_requests(self, _request: web.Request) -> web.Response:
         return web.json_response(self.requests)
+
+    async def _admin_add_faults(self, request: web.Request) -> web.Response:
+        doc = await request.json()
+        try:
+            faults = [Fault.parse(item) for item in (doc if isinstance(doc, list) else [doc])]
+        except (ValueError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        self.faults.extend(faults)
+        return web.json_response({"faults": [f.to_json() for f in self.faults]})
+
+    async def _admin_list_faults(self, _request: web.Request) -> web.Response:
+        return web.json_response({"faults": [f.to_json() for f in self.faults]})
+
+    async def _admin_clear_faults(self, _request: web.Request) -> web.Response:
+        self.faults.clear()
+        return web.json_response({"faults": []})
+
+    async def _admin_positions(self, request: web.Request) -> web.Response:
+        doc = await request.json()
+        try:
+            symbol, qty = str(doc["symbol"]), float(doc["quantity"])
+            cost = float(doc.get("cost_basis", 0.0))
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": f"need symbol, quantity (and cost_basis): {exc}"}, status=400)
+        if qty == 0:
+            self.outside.pop(symbol, None)
+        else:
+            self.outside[symbol] = (qty, cost)
+        return web.json_response({"outside": {k: v[0] for k, v in self.outside.items()}})
+
+
+def _endpoint(request: web.Request) -> str:
+    """Which API call a request is, as fault rules name it."""
+    path = request.path.rstrip("/")
+    if path.endswith("/positions"):
+        return "positions"
+    if "/markets/quotes" in path:
+        return "quotes"
+    if path.endswith("/orders"):
+        return "place" if request.method == "POST" else "orders"
+    return {"PUT": "modify", "DELETE": "cancel"}.get(request.method, "order")
+
+
+def _position_id(symbol: str) -> int:
+    return zlib.crc32(symbol.encode()) % 900_000 + 100_000
 
 
 def _tradier_status(ev: OrderEvent, leg: _Leg) -> str:

@@ -50,9 +50,11 @@ from services.core.clock import Clock
 from services.core.events import OptionQuote, OrderEvent, OrderRequest, OrderStatus, Side
 from services.oms.brokers.base import (
     EXPIRY_REASON,
+    AccountState,
     BrokerError,
     SettlementPriceMissingError,
     UnknownOrderError,
+    VenueOrder,
 )
 from services.oms.config import PaperConfig
 from services.oms.fees import FeeModel
@@ -159,6 +161,18 @@ class PaperBroker:
     def positions(self) -> dict[str, int]:
         """The simulated account's net contracts per symbol (non-zero only)."""
         return {c: q for c, q in self._positions.items() if q}
+
+    def entries_refused(self) -> str | None:
+        """The paper broker always takes entries."""
+        return None
+
+    def account_state(self) -> AccountState | None:
+        """The paper broker is its own venue: there is nothing to reconcile."""
+        return None
+
+    def adopt(self, order: VenueOrder, client_order_id: str) -> list[OrderEvent]:
+        """Nothing exists outside this process, so nothing can be adopted."""
+        raise BrokerError(f"the paper broker has no venue orders to adopt ({order.describe()})")
 
     # -- requests -----------------------------------------------------------------------------
 

@@ -1,19 +1,41 @@
 """TradierBroker: the Broker interface (services/oms/brokers/base.py) on Tradier's brokerage REST API.
 
+Orders
 - ``submit_otoco`` places ``class=otoco`` (leg 0 the limit entry, leg 1 the take-profit limit, leg 2 the
-  stop; form fields in :func:`~services.oms.brokers.tradier_parsing.otoco_form`) with ``tag`` = the
-  client order id (:func:`~services.oms.brokers.tradier_parsing.tag_for`). Tradier does not deduplicate
-  tags, so idempotency is ours: a client order id already tracked returns its latest events, and
-  before any POST the day's orders are searched for the tag (``GET /orders?includeTags=true``) so a
-  resubmission after a restart or a lost response adopts the existing order instead of doubling it.
-  A POST is never retried blindly: after a transport failure the tag search decides.
-- ``cancel`` is ``DELETE /orders/{id}``; ``modify_stop`` is ``PUT /orders/{id}`` on the stop leg
-  (``type=stop``, ``duration``, ``stop``); ``submit_market`` closes with ``class=option``, ``type=market``.
-- Order state comes from polling (``GET /orders/{id}``): :meth:`TradierBroker.poll` turns every change
-  into OrderEvents through :class:`~services.oms.brokers.tradier_parsing.LegTracker`. The market-data
-  hooks (``on_option_quote``, ``on_underlying``) poll at most every ``poll_interval_s`` while orders are
-  live, which is how fills reach the OMS; fees are computed with the configured FeeModel (Tradier's
-  order responses carry no fees). Expiry settlement is the venue's business and is not synthesised.
+  stop; form fields in :func:`~services.oms.brokers.tradier_parsing.otoco_form`); ``submit_market``
+  closes with ``class=option``, ``type=market``; ``cancel`` is ``DELETE /orders/{id}``; ``modify_stop``
+  is ``PUT /orders/{id}`` on the stop leg (``type=stop``, ``duration``, ``stop``).
+- Every order carries the deterministic tag of its client order id
+  (:func:`~services.oms.brokers.tradier_parsing.tag_for`: ``db-<id>`` or ``dbx-<hex>``, decodable back
+  to the id). Tradier does not deduplicate tags, so single submission is ours: a tracked client id
+  returns its latest events; before any POST the day's orders are searched for the tag
+  (``GET /orders?includeTags=true``), so a resubmission after a restart adopts the order.
+- A POST is sent once. If its answer is lost (a timeout, a dropped connection or a 5xx: the venue may
+  have accepted it) the tag is looked up every ``poll_interval_secs`` until the order shows up or
+  ``status_timeout_secs`` pass. An order still not found then is *unresolved*: it is never sent again,
+  every poll keeps looking for it (a late acceptance is adopted when it appears), and entries are
+  refused until it is resolved. Only a POST that provably never reached the venue (connection refused,
+  or answered 429 by the rate limiter) is sent again.
+
+Retries and degradation (``retry`` settings): reads, cancels and modifies are retried on transport
+errors, 429 and 5xx with exponential backoff and jitter (tenacity), a 429 waiting as its
+``Retry-After`` says (else Tradier's ``X-Ratelimit-Expiry``), within ``max_attempts`` and
+``budget_secs``. Past the budget a request raises :class:`~services.oms.brokers.base.VenueUnavailableError`
+and the broker is degraded: :meth:`TradierBroker.entries_refused` says why until a request succeeds
+again; cancels, modifies and flattens are still attempted, and polls keep trying. A 401 is one
+:class:`TradierAuthError` line, never retried.
+
+State
+- Order state comes from polling (``GET /orders/{id}``, no account-events stream: the stream needs a
+  session per connection and still has to be reconciled by polling after a gap, so polling alone is
+  the one path): :meth:`TradierBroker.poll` turns every change into OrderEvents through
+  :class:`~services.oms.brokers.tradier_parsing.LegTracker`. The market-data hooks poll at most every
+  ``poll_interval_secs`` while orders are live (or submissions are unresolved); fees are computed with
+  the configured FeeModel (Tradier's order responses carry no fees). Expiry settlement is the venue's
+  business and is not synthesised.
+- :meth:`TradierBroker.account_state` reads the live orders and the positions
+  (``GET /positions``; a response without a positions document is an error, never "flat") for the
+  OMS's start-up reconciliation; :meth:`TradierBroker.adopt` tracks an own order found there.
 
 Environments: ``sandbox`` (https://sandbox.tradier.com/v1, the default) and ``live``
 (https://api.tradier.com/v1). Live trading needs BOTH the explicit confirmation (``live_confirm`` or
@@ -27,34 +49,55 @@ is scrubbed of it), and not in any repr. Protocol references: :mod:`services.oms
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import math
 import os
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import httpx
 from pydantic import SecretStr
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential,
+    wait_random,
+)
 
 from services.core.clock import Clock
 from services.core.events import OptionQuote, OrderEvent, OrderRequest, Side
 from services.core.settings import ConfigError
-from services.oms.brokers.base import BrokerError, UnknownOrderError
+from services.oms.brokers.base import (
+    AccountState,
+    BrokerError,
+    UnknownOrderError,
+    VenueOrder,
+    VenueUnavailableError,
+)
 from services.oms.brokers.tradier_parsing import (
+    TERMINAL_TRADIER,
     LegTracker,
     LegView,
     TradierProtocolError,
     WireLeg,
     WireOrder,
+    client_order_id_of,
     error_messages,
+    is_own_tag,
     market_form,
     otoco_form,
     parse_order,
     parse_orders,
     parse_placed,
+    parse_positions,
     parse_quotes,
+    request_of,
     side_of,
     stop_modify_form,
     tag_for,
@@ -68,8 +111,11 @@ _T = TypeVar("_T")
 
 SANDBOX_URL: Final = "https://sandbox.tradier.com/v1"
 LIVE_URL: Final = "https://api.tradier.com/v1"
-_RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
+#: Transport errors raised before the request left this process: the venue never saw it.
+_NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+RequestKind = Literal["read", "place"]
 
 
 class TradierConfigError(ConfigError):
@@ -82,6 +128,22 @@ class TradierAuthError(BrokerError):
 
 class TradierRequestError(BrokerError):
     """A request Tradier answered with an error, or that could not be completed."""
+
+
+class TradierUnavailableError(VenueUnavailableError, TradierRequestError):
+    """Tradier kept answering 429/5xx, or could not be reached, for the whole retry budget."""
+
+
+class _TransientError(Exception):
+    """One failed attempt worth retrying (429, 5xx, transport error on an idempotent request)."""
+
+    def __init__(self, what: str, retry_after: float | None = None) -> None:
+        super().__init__(what)
+        self.retry_after = retry_after
+
+
+class _AnswerLostError(Exception):
+    """A POST reached the venue (or may have) and its answer did not come back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +195,29 @@ def resolve_connection(
     return TradierConnection(base.rstrip("/"), account, secret, "sandbox")
 
 
+def retry_after_s(response: httpx.Response, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds a 429 asks to wait: ``Retry-After`` (seconds or an HTTP date), else Tradier's
+    ``X-Ratelimit-Expiry`` (epoch milliseconds of the window's end); None when neither is readable."""
+    raw = response.headers.get("Retry-After", "").strip()
+    if raw:
+        try:
+            return max(float(raw), 0.0)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(raw)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None:
+                return max(when.timestamp() - now(), 0.0)
+    expiry = response.headers.get("X-Ratelimit-Expiry", "").strip()
+    if expiry:
+        try:
+            return max(float(expiry) / 1000.0 - now(), 0.0)
+        except ValueError:
+            return None
+    return None
+
+
 class _Bearer(httpx.Auth):
     def __init__(self, token: SecretStr) -> None:
         self._token = token
@@ -163,6 +248,18 @@ class _Tracked:
         return [leg.last_event for leg in self.legs.values() if leg.last_event is not None]
 
 
+@dataclass(frozen=True, slots=True)
+class _Unresolved:
+    """A submission whose answer was lost and whose order has not (yet) been found by its tag."""
+
+    client_order_id: str
+    tag: str
+    underlying: str
+    contract: str
+    single_leg: LegKind | None
+    since: float
+
+
 class TradierBroker:
     """Tradier as a Broker: requests are synchronous and return the OrderEvents they caused."""
 
@@ -190,15 +287,22 @@ class TradierBroker:
         self._last_poll = -math.inf
         self._http = httpx.Client(
             base_url=self.connection.base_url,
-            timeout=config.timeout_s,
+            timeout=config.request_timeout_secs,
             transport=transport or httpx.HTTPTransport(),
             headers={"Accept": "application/json"},
             auth=_Bearer(self.connection.token),
         )
         self._orders: dict[str, _Tracked] = {}
         self._legs: dict[str, tuple[_Tracked, LegTracker]] = {}
+        self._unresolved: dict[str, _Unresolved] = {}
         self._rejected = 0
+        self._venue_trouble: str | None = None
         self.requests = 0
+        self.retries = 0
+        r = config.retry
+        # Exponential from backoff_initial_secs, capped, plus up to one initial step of jitter.
+        self._backoff = wait_exponential(multiplier=r.backoff_initial_secs, max=r.backoff_max_secs) + wait_random(
+            0, r.backoff_initial_secs)
 
     def __repr__(self) -> str:
         return f"TradierBroker({self.connection!r})"
@@ -213,20 +317,22 @@ class TradierBroker:
         known = self._orders.get(client_order_id)
         if known is not None:
             return known.latest()
-        now = self.clock.now_ns()
         tag = tag_for(client_order_id)
+        if tag in self._unresolved:
+            return self._resolve(self._unresolved[tag])
+        now = self.clock.now_ns()
         existing = self._find_by_tag(tag)
         if existing is not None:
             log.info("tradier order adopted by tag", extra={"tag": tag, "order_id": existing.id})
             return self._track(existing, client_order_id, tag, request.underlying, request.contract, now)
         form = otoco_form(request, tag, self.config.entry_duration, self.config.exit_duration)
-        placed = self._place(form, tag)
+        pending = _Unresolved(client_order_id, tag, request.underlying, request.contract, None, self._monotonic())
+        placed = self._place(form, pending)
         if isinstance(placed, WireOrder):
             return self._track(placed, client_order_id, tag, request.underlying, request.contract, now)
         if isinstance(placed, list):
             return self._refused(client_order_id, request, placed, now)
-        order = self._get_order(placed)
-        return self._track(order, client_order_id, tag, request.underlying, request.contract, now)
+        return []
 
     def submit_market(
         self,
@@ -237,23 +343,25 @@ class TradierBroker:
         quantity: int,
         leg: LegKind = "flatten",
     ) -> list[OrderEvent]:
-        """Close ``quantity`` contracts at market (idempotent on the client order id, like OTOCOs)."""
+        """Close ``quantity`` contracts at market (single submission per client order id, like OTOCOs)."""
         known = self._orders.get(client_order_id)
         if known is not None:
             return known.latest()
-        now = self.clock.now_ns()
         tag = tag_for(client_order_id)
+        if tag in self._unresolved:
+            return self._resolve(self._unresolved[tag])
+        now = self.clock.now_ns()
         existing = self._find_by_tag(tag)
         if existing is not None:
             return self._track(existing, client_order_id, tag, underlying, contract, now, single_leg=leg)
-        placed = self._place(market_form(tag, underlying, contract, side, quantity), tag)
+        pending = _Unresolved(client_order_id, tag, underlying, contract, leg, self._monotonic())
+        placed = self._place(market_form(tag, underlying, contract, side, quantity), pending)
         if isinstance(placed, WireOrder):
             return self._track(placed, client_order_id, tag, underlying, contract, now, single_leg=leg)
         if isinstance(placed, list):
             tracker = self._new_rejected(client_order_id, underlying, contract, leg, side, quantity)
             return [tracker.synthetic("rejected", now, "; ".join(placed) or "refused by Tradier")]
-        order = self._get_order(placed)
-        return self._track(order, client_order_id, tag, underlying, contract, now, single_leg=leg)
+        return []
 
     def cancel(self, order_id: str) -> list[OrderEvent]:
         """Cancel one leg (``DELETE /orders/{id}``); a terminal leg yields no events."""
@@ -261,7 +369,7 @@ class TradierBroker:
         if leg.is_terminal:
             return []
         now = self.clock.now_ns()
-        response = self._request("DELETE", self._path(f"orders/{order_id}"), retry=True)
+        response = self._request("DELETE", self._path(f"orders/{order_id}"))
         errors = error_messages(response.content)
         out = self._sync(tracked, now, venue_time=False)
         if errors and not leg.is_terminal:
@@ -279,7 +387,7 @@ class TradierBroker:
             return []
         now = self.clock.now_ns()
         form = stop_modify_form(stop_price, self.config.exit_duration)
-        response = self._request("PUT", self._path(f"orders/{order_id}"), data=form, retry=True)
+        response = self._request("PUT", self._path(f"orders/{order_id}"), data=form)
         errors = error_messages(response.content)
         out = self._sync(tracked, now, venue_time=False)
         if errors and not leg.is_terminal:
@@ -287,14 +395,14 @@ class TradierBroker:
         return out
 
     def on_option_quote(self, quote: OptionQuote) -> list[OrderEvent]:
-        """Poll the venue (throttled) while an order on this contract is live."""
-        if not any(t.live() and t.contract == quote.symbol for t in self._orders.values()):
+        """Poll the venue (throttled) while an order on this contract is live or unresolved."""
+        if not self._unresolved and not any(t.live() and t.contract == quote.symbol for t in self._orders.values()):
             return []
         return self._poll_throttled()
 
     def on_underlying(self, symbol: str, price: float, ts: int) -> list[OrderEvent]:
-        """Poll the venue (throttled) while an order on this underlying is live."""
-        if not any(t.live() and t.underlying == symbol for t in self._orders.values()):
+        """Poll the venue (throttled) while an order on this underlying is live or unresolved."""
+        if not self._unresolved and not any(t.live() and t.underlying == symbol for t in self._orders.values()):
             return []
         return self._poll_throttled()
 
@@ -311,35 +419,90 @@ class TradierBroker:
             if not leg.is_terminal and leg.last_event is not None
         ]
 
+    def entries_refused(self) -> str | None:
+        """Why entries must wait: a submission whose outcome is unknown, or Tradier unavailable."""
+        if self._unresolved:
+            tags = ", ".join(sorted(self._unresolved))
+            return (f"the outcome of {len(self._unresolved)} Tradier submission(s) is unknown (tag {tags}); "
+                    "they are looked up, never sent again")
+        return self._venue_trouble
+
+    def account_state(self) -> AccountState:
+        """Live orders (own ones decoded from their tags) and positions, read from Tradier."""
+        orders = self._parsed(parse_orders, self._request("GET", self._path("orders"),
+                                                          params={"includeTags": "true"}).content)
+        positions = self._parsed(parse_positions, self._request("GET", self._path("positions")).content)
+        now = self.clock.now_ns()
+        live: list[VenueOrder] = []
+        for order in orders:
+            legs = order.legs()
+            if all(leg.status in TERMINAL_TRADIER for leg in legs) or order.status in TERMINAL_TRADIER:
+                continue
+            tag = order.tag or next((leg.tag for leg in legs if leg.tag), None)
+            own = is_own_tag(tag)
+            coid = client_order_id_of(tag) if own else None
+            contracts = tuple(dict.fromkeys(leg.option_symbol or leg.symbol for leg in legs))
+            live.append(VenueOrder(
+                order_id=str(order.id), tag=tag, order_class=order.order_class, status=order.status,
+                underlying=order.symbol or (legs[0].symbol if legs else ""), contracts=contracts, own=own,
+                client_order_id=coid, request=request_of(order, coid, now) if coid is not None else None,
+            ))
+        held: dict[str, int] = {}
+        for position in positions:
+            held[position.symbol] = held.get(position.symbol, 0) + round(position.quantity)
+        return AccountState(tuple(live), {k: v for k, v in held.items() if v})
+
+    def adopt(self, order: VenueOrder, client_order_id: str) -> list[OrderEvent]:
+        """Track an own order found at the venue (its current state as events)."""
+        known = self._orders.get(client_order_id)
+        if known is not None:
+            return known.latest()
+        wire = self._get_order(int(order.order_id))
+        single: LegKind | None = None if wire.order_class == "otoco" else "flatten"
+        contract = order.contracts[0] if order.contracts else ""
+        tag = order.tag or tag_for(client_order_id)
+        return self._track(wire, client_order_id, tag, order.underlying, contract, self.clock.now_ns(),
+                           single_leg=single)
+
     # -- polling and queries ------------------------------------------------------------------
 
     def poll(self) -> list[OrderEvent]:
-        """Fetch every live order and return the events its changes imply."""
+        """Fetch every live order (and look for unresolved submissions); the events their changes imply.
+        Venue trouble past the retry budget is reported by :meth:`entries_refused`, not raised."""
         self._last_poll = self._monotonic()
         now = self.clock.now_ns()
         out: list[OrderEvent] = []
-        for tracked in list(self._orders.values()):
-            if tracked.live() and not tracked.parent_id.startswith("rejected-"):
-                out.extend(self._sync(tracked, now, venue_time=True))
+        try:
+            for pending in list(self._unresolved.values()):
+                out.extend(self._resolve(pending))
+            for tracked in list(self._orders.values()):
+                if tracked.live() and not tracked.parent_id.startswith("rejected-"):
+                    out.extend(self._sync(tracked, now, venue_time=True))
+        except VenueUnavailableError as exc:
+            log.warning("tradier poll failed; retried at the next poll", extra={"error": str(exc)})
         return out
 
     def quotes(self, symbols: Sequence[str]) -> list[OptionQuote]:
         """Option quotes for OCC ``symbols`` (``GET /markets/quotes``); stock symbols are skipped."""
         if not symbols:
             return []
-        response = self._request("GET", "/markets/quotes", params={"symbols": ",".join(symbols)}, retry=True)
+        response = self._request("GET", "/markets/quotes", params={"symbols": ",".join(symbols)})
         return self._parsed(parse_quotes, response.content, self.clock.now_ns())
 
     def preview_otoco(self, request: OrderRequest, client_order_id: str) -> dict[str, Any]:
         """Tradier's preview of the bracket (``preview=true``): cost, fees, validation; nothing is placed."""
         form = [*otoco_form(request, tag_for(client_order_id), self.config.entry_duration, self.config.exit_duration)]
         form.append(("preview", "true"))
-        response = self._request("POST", self._path("orders"), data=form, retry=False)
+        response = self._request("POST", self._path("orders"), data=form)
         errors = error_messages(response.content)
         if errors:
             raise TradierRequestError(f"Tradier preview refused: {'; '.join(errors)}")
         doc: dict[str, Any] = response.json()
         return dict(doc.get("order") or {})
+
+    def unresolved(self) -> list[str]:
+        """Tags of submissions whose outcome is not known yet."""
+        return sorted(self._unresolved)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -353,37 +516,68 @@ class TradierBroker:
         return found
 
     def _poll_throttled(self) -> list[OrderEvent]:
-        if self._monotonic() - self._last_poll < self.config.poll_interval_s:
+        if self._monotonic() - self._last_poll < self.config.poll_interval_secs:
             return []
         return self.poll()
 
     def _find_by_tag(self, tag: str) -> WireOrder | None:
-        response = self._request("GET", self._path("orders"), params={"includeTags": "true"}, retry=True)
+        response = self._request("GET", self._path("orders"), params={"includeTags": "true"})
         orders = self._parsed(parse_orders, response.content)
         matches = [o for o in orders if o.tag == tag or any(leg.tag == tag for leg in o.legs())]
+        if len(matches) > 1:
+            log.error("tradier holds several orders with one tag", extra={"tag": tag, "count": len(matches)})
         return matches[0] if matches else None
 
     def _get_order(self, order_id: int) -> WireOrder:
-        response = self._request("GET", self._path(f"orders/{order_id}"), params={"includeTags": "true"}, retry=True)
+        response = self._request("GET", self._path(f"orders/{order_id}"), params={"includeTags": "true"})
         return self._parsed(parse_order, response.content)
 
-    def _place(self, form: list[tuple[str, str]], tag: str) -> int | list[str] | WireOrder:
-        """POST an order: its id, the venue's error messages, or (after a lost response) the order
-        found by its tag."""
+    def _place(self, form: list[tuple[str, str]], pending: _Unresolved) -> WireOrder | list[str] | None:
+        """POST an order once: the placed order, the venue's error messages, or None when the answer
+        was lost and the tag lookup did not find the order within ``status_timeout_secs`` (the
+        submission is then unresolved)."""
         try:
-            response = self._request("POST", self._path("orders"), data=form, retry=False)
-        except TradierRequestError as exc:
-            if not isinstance(exc.__cause__, httpx.TransportError):
-                raise
-            found = self._find_by_tag(tag)
-            if found is not None:
-                return found
-            raise TradierRequestError(f"{exc}; no order with tag {tag} exists, so it is safe to submit again") from None
+            response = self._request("POST", self._path("orders"), data=form, kind="place")
+        except _AnswerLostError as lost:
+            log.warning("tradier order answer lost; looking the tag up", extra={"tag": pending.tag, "why": str(lost)})
+            return self._await_tag(pending)
         order_id, errors = self._parsed(parse_placed, response.content)
         if errors:
             return errors
         assert order_id is not None  # parse_placed guarantees an id or errors
-        return order_id
+        try:
+            return self._get_order(order_id)
+        except VenueUnavailableError:
+            # Placed, but its state cannot be read now: the next poll finds it by its tag.
+            self._unresolved[pending.tag] = pending
+            return None
+
+    def _await_tag(self, pending: _Unresolved) -> WireOrder | None:
+        deadline = self._monotonic() + self.config.status_timeout_secs
+        while True:
+            try:
+                found = self._find_by_tag(pending.tag)
+            except VenueUnavailableError:
+                found = None
+            if found is not None:
+                return found
+            if self._monotonic() + self.config.poll_interval_secs > deadline:
+                break
+            self._sleep(self.config.poll_interval_secs)
+        self._unresolved[pending.tag] = pending
+        log.error("tradier submission unresolved: never re-sent, looked up at every poll",
+                  extra={"tag": pending.tag, "status_timeout_secs": self.config.status_timeout_secs})
+        return None
+
+    def _resolve(self, pending: _Unresolved) -> list[OrderEvent]:
+        """Look an unresolved submission up once; track it (and return its events) when it appears."""
+        found = self._find_by_tag(pending.tag)
+        if found is None:
+            return []
+        del self._unresolved[pending.tag]
+        log.info("tradier submission resolved by tag", extra={"tag": pending.tag, "order_id": found.id})
+        return self._track(found, pending.client_order_id, pending.tag, pending.underlying, pending.contract,
+                           self.clock.now_ns(), single_leg=pending.single_leg)
 
     def _track(
         self,
@@ -485,40 +679,77 @@ class TradierBroker:
         *,
         params: dict[str, str] | None = None,
         data: list[tuple[str, str]] | None = None,
-        retry: bool,
+        kind: RequestKind = "read",
     ) -> httpx.Response:
-        attempts = self.config.retries + 1 if retry else 1
-        delay = self.config.backoff_s
-        for attempt in range(attempts):
-            self.requests += 1
-            try:
-                response = self._http.request(method, path, params=params, data=_form(data))
-            except httpx.TransportError as exc:
-                if attempt + 1 < attempts:
-                    self._sleep(delay)
-                    delay *= 2
-                    continue
-                raise TradierRequestError(
-                    f"Tradier {method} {path}: {type(exc).__name__}: {self._scrub(str(exc))}"
-                ) from exc
-            if response.status_code in _RETRY_STATUSES and attempt + 1 < attempts:
-                log.warning("tradier request retried", extra={"path": path, "status": response.status_code})
-                self._sleep(delay)
-                delay *= 2
-                continue
-            if response.status_code == 401:
-                text = self._scrub(response.text.strip()[:200]) or "Unauthorized"
-                raise TradierAuthError(
-                    f"Tradier refused the access token (HTTP 401: {text}); check TRADIER_ACCESS_TOKEN and that it "
-                    f"belongs to the {self.connection.environment} environment"
-                )
-            if response.status_code >= 400:
-                detail = "; ".join(error_messages(response.content)) or response.text.strip()[:200]
-                raise TradierRequestError(
-                    f"Tradier {method} {path}: HTTP {response.status_code}: {self._scrub(detail)}"
-                )
-            return response
-        raise TradierRequestError(f"Tradier {method} {path}: gave up after {attempts} attempts")
+        """One request with retries (see the module doc). ``kind="place"``: a POST placing an order,
+        re-sent only when the venue provably never took it; a lost answer raises :class:`_AnswerLostError`."""
+        r = self.config.retry
+        retrying = Retrying(
+            stop=stop_after_attempt(r.max_attempts) | stop_before_delay(r.budget_secs),
+            wait=self._wait,
+            retry=retry_if_exception_type(_TransientError),
+            sleep=self._sleep,
+            before_sleep=self._before_retry(method, path),
+            reraise=True,
+        )
+        try:
+            response = retrying(self._attempt, method, path, params, data, kind)
+        except _TransientError as exc:
+            self._venue_trouble = (f"Tradier unavailable: {method} {path} failed for the whole retry budget "
+                                   f"({r.max_attempts} attempts, {r.budget_secs:g}s): {exc}")
+            raise TradierUnavailableError(self._venue_trouble) from None
+        self._venue_trouble = None
+        return response
+
+    def _attempt(
+        self, method: str, path: str, params: dict[str, str] | None, data: list[tuple[str, str]] | None,
+        kind: RequestKind,
+    ) -> httpx.Response:
+        self.requests += 1
+        try:
+            response = self._http.request(method, path, params=params, data=_form(data))
+        except _NOT_SENT as exc:
+            raise _TransientError(f"{type(exc).__name__}: {self._scrub(str(exc))}") from None
+        except httpx.TransportError as exc:
+            detail = f"{type(exc).__name__}: {self._scrub(str(exc))}"
+            if kind == "place":
+                raise _AnswerLostError(detail) from None
+            raise _TransientError(detail) from None
+        status = response.status_code
+        if status == 429:
+            raise _TransientError("HTTP 429 (rate limited)", retry_after_s(response))
+        if status >= 500:
+            if kind == "place":
+                raise _AnswerLostError(f"HTTP {status}")
+            raise _TransientError(f"HTTP {status}")
+        if status == 401:
+            text = self._scrub(response.text.strip()[:200]) or "Unauthorized"
+            raise TradierAuthError(
+                f"Tradier refused the access token (HTTP 401: {text}); check TRADIER_ACCESS_TOKEN and that it "
+                f"belongs to the {self.connection.environment} environment"
+            )
+        if status >= 400 and not (kind == "place" and error_messages(response.content)):
+            detail = "; ".join(error_messages(response.content)) or response.text.strip()[:200]
+            raise TradierRequestError(f"Tradier {method} {path}: HTTP {status}: {self._scrub(detail)}")
+        return response
+
+    def _wait(self, state: RetryCallState) -> float:
+        r = self.config.retry
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, _TransientError) and exc.retry_after is not None:
+            if exc.retry_after > r.max_retry_after_secs:
+                return r.budget_secs + 1.0  # longer than the budget: stop_before_delay ends the retries
+            return exc.retry_after
+        return float(self._backoff(state))
+
+    def _before_retry(self, method: str, path: str) -> Callable[[RetryCallState], None]:
+        def note(state: RetryCallState) -> None:
+            self.retries += 1
+            exc = state.outcome.exception() if state.outcome is not None else None
+            log.warning("tradier request retried", extra={
+                "method": method, "path": path, "attempt": state.attempt_number, "error": str(exc),
+                "wait_s": round(state.upcoming_sleep, 3)})
+        return note
 
     def _scrub(self, text: str) -> str:
         token = self.connection.token.get_secret_value()

@@ -225,6 +225,38 @@ def parse_orders(payload: bytes) -> list[WireOrder]:
     return order if isinstance(order, list) else [order]
 
 
+class WirePosition(msgspec.Struct, frozen=True):
+    """One position of ``GET /accounts/{id}/positions``."""
+
+    symbol: str
+    quantity: float
+    cost_basis: float = 0.0
+    date_acquired: str | None = None
+    id: int | None = None
+
+
+class _PositionsBody(msgspec.Struct, frozen=True):
+    position: list[WirePosition] | WirePosition | None = None
+
+
+class _PositionsEnvelope(msgspec.Struct, frozen=True):
+    positions: _PositionsBody | str | None
+
+
+def parse_positions(payload: bytes) -> list[WirePosition]:
+    """``{"positions": {"position": [...]}}`` (or a bare object, or ``"null"`` when flat). A body
+    without the ``positions`` key is not "flat": it raises, so a caller fails closed."""
+    env: _PositionsEnvelope = _decode(_PositionsEnvelope, payload, "positions")
+    if env.positions is None or isinstance(env.positions, str):
+        if env.positions == "null":
+            return []
+        raise TradierProtocolError(f"unexpected Tradier positions response: positions={env.positions!r}")
+    found = env.positions.position
+    if found is None:
+        return []
+    return found if isinstance(found, list) else [found]
+
+
 def parse_quotes(payload: bytes, ts_ns: int) -> list[OptionQuote]:
     """Option quotes of a ``/markets/quotes`` response (stock quotes and unmatched symbols dropped)."""
     env: _QuotesEnvelope = _decode(_QuotesEnvelope, payload, "quotes")
@@ -257,14 +289,43 @@ def parse_quotes(payload: bytes, ts_ns: int) -> list[OptionQuote]:
 # --- requests ------------------------------------------------------------------------------------
 
 
+#: Tags of DreamBot's orders: ``db-<client order id>`` when the id is a valid tag itself, else
+#: ``dbx-<hex of the id>``; both decode back to the id (:func:`client_order_id_of`). Anything else at
+#: the venue is a foreign order. ``dbh-<hash>`` (ids too long to encode) is ours but not decodable.
+TAG_PLAIN: Final = "db-"
+TAG_HEX: Final = "dbx-"
+TAG_HASH: Final = "dbh-"
+_ID_PLAIN = re.compile(r"^[A-Za-z0-9-]{1,252}$")
+
+
 def tag_for(client_order_id: str) -> str:
-    """The order ``tag`` for a client order id: itself when it is a valid tag (letters, digits, ``-``,
-    at most 255), else the id with other characters replaced by ``-`` plus a hash of the original
-    (deterministic, so a resubmission finds the same tag)."""
-    if _TAG_OK.match(client_order_id):
-        return client_order_id
-    digest = hashlib.blake2b(client_order_id.encode(), digest_size=6).hexdigest()
-    return f"{_TAG_BAD.sub('-', client_order_id)[:230]}-{digest}"
+    """The order ``tag`` of a client order id (deterministic, so a resubmission or a restarted OMS
+    looks up the same tag; Tradier allows letters, digits and ``-``, at most 255)."""
+    if _ID_PLAIN.match(client_order_id):
+        return TAG_PLAIN + client_order_id
+    encoded = client_order_id.encode().hex()
+    if len(TAG_HEX) + len(encoded) <= 255:
+        return TAG_HEX + encoded
+    return TAG_HASH + hashlib.blake2b(client_order_id.encode(), digest_size=16).hexdigest()
+
+
+def is_own_tag(tag: str | None) -> bool:
+    """Whether ``tag`` marks an order DreamBot placed."""
+    return bool(tag) and str(tag).startswith((TAG_PLAIN, TAG_HEX, TAG_HASH))
+
+
+def client_order_id_of(tag: str | None) -> str | None:
+    """The client order id a DreamBot tag encodes (None for foreign or undecodable tags)."""
+    if not tag:
+        return None
+    if tag.startswith(TAG_PLAIN):
+        return tag[len(TAG_PLAIN):] or None
+    if tag.startswith(TAG_HEX):
+        try:
+            return bytes.fromhex(tag[len(TAG_HEX):]).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return None
 
 
 def is_valid_tag(tag: str) -> bool:
@@ -322,6 +383,28 @@ def otoco_form(
         ("stop[2]", _px(request.stop_loss)),
         ("duration[2]", exit_duration),
     ]
+
+
+def request_of(order: WireOrder, client_order_id: str, ts: int) -> OrderRequest | None:
+    """The OrderRequest an OTOCO at the venue carries out (to adopt it after a restart): entry limit,
+    take-profit limit and stop from its three legs; None if it is not such a bracket."""
+    legs = order.legs()
+    if order.order_class != "otoco" or len(legs) != 3:
+        return None
+    entry = legs[0]
+    take_profit = next((leg for leg in legs[1:] if leg.type == "limit"), None)
+    stop = next((leg for leg in legs[1:] if leg.type in ("stop", "stop_limit")), None)
+    if (take_profit is None or stop is None or entry.price is None or take_profit.price is None
+            or stop.stop_price is None or not entry.option_symbol):
+        return None
+    try:
+        return OrderRequest(
+            ts=ts, id=client_order_id, intent_id=client_order_id, underlying=entry.symbol or order.symbol,
+            contract=entry.option_symbol, side=side_of(entry.side), quantity=round(entry.quantity),
+            limit_price=entry.price, take_profit=take_profit.price, stop_loss=stop.stop_price, playbook="adopted",
+        )
+    except (msgspec.ValidationError, ValueError, TypeError):
+        return None
 
 
 def market_form(tag: str, underlying: str, contract: str, side: Side, quantity: int) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ import pytest
 
 from services.core.clock import ReplayClock
 from services.core.events import OptionQuote, OrderEvent, OrderRequest, Position, encode_json
+from services.core.session_config import TradierRetry
 from services.oms.brokers.base import BrokerError, UnknownOrderError
 from services.oms.brokers.paper import PaperBroker
 from services.oms.brokers.tradier import (
@@ -38,7 +39,8 @@ C620 = "SPY250709C00620000"
 
 
 def broker(server: SimServer, clock: ReplayClock, token: str = TRADIER_TOKEN, **kw: Any) -> TradierBroker:
-    config = TradierConfig(base_url=f"{server.url}/v1", poll_interval_s=0, backoff_s=0, **kw)
+    retry = TradierRetry(backoff_initial_secs=0)
+    config = TradierConfig(base_url=f"{server.url}/v1", poll_interval_secs=0, retry=retry, **kw)
     return TradierBroker(config, clock, access_token=token, account_id=ACCOUNT, env={})
 
 
@@ -103,7 +105,7 @@ def test_submit_otoco_sends_the_exact_form(tradier: tuple[SimServer, TradierSim]
     assert post["path"] == f"/v1/accounts/{ACCOUNT}/orders"
     assert post["form"] == [
         ["class", "otoco"],
-        ["tag", "r1"],
+        ["tag", "db-r1"],
         ["symbol[0]", "SPY"],
         ["option_symbol[0]", C620],
         ["side[0]", "buy_to_open"],
@@ -168,7 +170,7 @@ def test_a_lost_post_response_is_recovered_by_tag(tradier: tuple[SimServer, Trad
                 raise httpx.ReadTimeout("response lost", request=req)
             return response
 
-    config = TradierConfig(base_url=f"{server.url}/v1", poll_interval_s=0)
+    config = TradierConfig(base_url=f"{server.url}/v1", poll_interval_secs=0)
     b = TradierBroker(
         config,
         ReplayClock(T0),
@@ -468,7 +470,7 @@ def test_order_manager_trades_through_tradier(tradier: tuple[SimServer, TradierS
 def test_cli_sim_takes_orders() -> None:
     proc = SimProcess("services.sim.tradier", "--token", TRADIER_TOKEN, "--account", ACCOUNT)
     try:
-        config = TradierConfig(base_url=f"{proc.url}/v1", poll_interval_s=0)
+        config = TradierConfig(base_url=f"{proc.url}/v1", poll_interval_secs=0)
         b = TradierBroker(config, ReplayClock(T0), access_token=TRADIER_TOKEN, account_id=ACCOUNT, env={})
         events = b.submit_otoco(request(), "r1")
         seen = httpx.get(f"{proc.url}/sim/requests").json()
