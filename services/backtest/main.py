@@ -80,6 +80,7 @@ def run_backtest(
         signals=len(record.intents),
         orders=len(record.orders),
         risk_rejections=len(record.rejections),
+        risk_rejections_by_rule=refusals_by_rule(record),
         fills=len(record.fills),
         rejected_rows={s: r.to_dict()["counts"] for s, r in data.reports.items()},
         sessions=[d.isoformat() for d in data.session_dates],
@@ -91,6 +92,14 @@ def run_backtest(
     )
     summary["net_pnl_with_open"] = round(summary["net_pnl"] + summary["unrealized_pnl"], 6)
     return BacktestResult(record, summary, data, session, open_positions)
+
+
+def refusals_by_rule(record: SessionRecord) -> dict[str, int]:
+    """How many intents each risk rule refused (rule names as in RiskRejection.rule)."""
+    counts: dict[str, int] = {}
+    for r in record.rejections:
+        counts[r.rule] = counts.get(r.rule, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def open_position_records(session: EmbeddedSession) -> list[dict[str, Any]]:
@@ -249,6 +258,8 @@ def report_lines(result: BacktestResult) -> list[str]:
     prices = s["option_prices"]
     lines = [f"  open at the end of the data: {len(result.open_positions)} position(s), unrealized pnl "
              f"{s['unrealized_pnl']:.2f} (net pnl with open positions {s['net_pnl_with_open']:.2f})"]
+    refused = ", ".join(f"{rule} {n}" for rule, n in s["risk_rejections_by_rule"].items()) or "none"
+    lines.append(f"  risk refused {s['risk_rejections']} intent(s): {refused}")
     lines += [f"    {p['contract']} x{p['quantity']} {p['playbook']} entered {p['entry_time']} at "
               f"{p['entry_price']:.2f}, mark {p['mark']:.2f}" for p in result.open_positions]
     lines += [f"  option prices: {prices['source']} ({prices['detail']}); {prices['vol_rule']}",

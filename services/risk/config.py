@@ -137,6 +137,17 @@ class RiskConfig(_Strict):
         default=5000.0, gt=0, description="Premium at risk across all underlyings."
     )
     max_contracts_per_order: int = Field(default=10, ge=1, description="Contracts in one order.")
+    max_contracts_per_contract: int | None = Field(
+        default=10,
+        ge=1,
+        description="Contracts held or being entered in one contract, every playbook together (null: no cap).",
+    )
+    max_contracts_per_underlying: int | None = Field(
+        default=30,
+        ge=1,
+        description="Contracts held or being entered on one underlying, every contract and playbook together "
+        "(null: no cap).",
+    )
     sizing_mode: Literal["cap", "reject"] = Field(
         default="cap",
         description="cap: shrink an oversized order to fit the contract and premium caps (refuse only "

@@ -13,6 +13,8 @@ Book-keeping (all in event time):
   after the fill confirms it, so nothing slips through between a fill and its position.
   Premium at risk = |quantity| x average price x multiplier for positions, plus working and
   unconfirmed entry quantity x the entry's unit risk (:func:`guardrails.unit_risk_usd`).
+* **Exposure caps.** ``max_contracts_per_contract`` and ``max_contracts_per_underlying`` bound the
+  contracts held plus being entered, summed over every playbook (:meth:`contracts_at_risk`).
 * **PnL.** Realized PnL of the day is the sum of ``TradeOutcome.pnl`` (USD, net of fees) of round
   trips whose exit falls on the current New York date; ``Position.realized_pnl`` is not added,
   so nothing is counted twice. Unrealized PnL is the newest of ``Position.unrealized_pnl`` and a
@@ -359,6 +361,18 @@ class RiskEngine:
                 total += e.at_risk_qty * e.unit_risk
         return total
 
+    def contracts_at_risk(self, *, contract: str | None = None, underlying: str | None = None) -> int:
+        """Contracts held (absolute) plus working and unconfirmed entry quantity, for one contract or
+        one underlying (every playbook together)."""
+        total = 0
+        for c, h in self._holdings.items():
+            if (contract is None or c == contract) and (underlying is None or h.underlying == underlying):
+                total += abs(h.quantity)
+        for e in self._entries.values():
+            if (contract is None or e.contract == contract) and (underlying is None or e.underlying == underlying):
+                total += e.at_risk_qty
+        return total
+
     def snapshot(self) -> RiskSnapshot:
         now = self._clock.now_ns()
         return RiskSnapshot(
@@ -450,6 +464,8 @@ class RiskEngine:
             open_contracts=self.open_contracts(),
             premium_symbol_usd=self.premium_at_risk(intent.underlying),
             premium_total_usd=self.premium_at_risk(),
+            contracts_in_contract=self.contracts_at_risk(contract=intent.contract),
+            contracts_in_underlying=self.contracts_at_risk(underlying=intent.underlying),
         )
 
     def _entry_key(self, event: OrderEvent) -> str:

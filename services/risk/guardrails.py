@@ -7,7 +7,8 @@ stable: they appear in ``RiskRejection.rule``, metrics and dashboards.
 
 Order (:data:`RULES`): state_unavailable, kill_switch, daily_loss_limit, entry_window, event_halt,
 stale_data, duplicate_intent, order_throttle, loss_cooldown, max_open_positions,
-max_contracts_per_order, premium_per_symbol, premium_total. Gates come first, sizing last, so a
+max_contracts_per_order, contracts_per_contract, contracts_per_underlying, premium_per_symbol,
+premium_total. Gates come first, sizing last, so a
 refusal names the most fundamental reason.
 
 Boundaries: a limit refuses only once it is crossed — e.g. with ``max_orders_per_minute: 3`` the
@@ -61,6 +62,8 @@ class RiskContext:
     open_contracts: frozenset[str]  # held or being entered
     premium_symbol_usd: float  # premium at risk on the intent's underlying
     premium_total_usd: float  # premium at risk everywhere
+    contracts_in_contract: int = 0  # |held| + working/unconfirmed entries in the intent's contract
+    contracts_in_underlying: int = 0  # the same over every contract of the intent's underlying
 
 
 class Rule(Protocol):
@@ -259,6 +262,37 @@ class MaxContractsRule:
         return cap
 
 
+class ExposureCapRule:
+    """Contracts held or being entered, summed over every playbook, against a cap per contract or per
+    underlying: two playbooks firing on one bar cannot double a position. In ``cap`` sizing mode the
+    order shrinks to what fits and is refused only when not one contract fits."""
+
+    def __init__(self, name: str, scope: str, cap_and_used: Callable[[RiskContext], tuple[int | None, int]]) -> None:
+        self.name = name
+        self._scope = scope
+        self._cap_and_used = cap_and_used
+
+    def __call__(self, intent: SignalIntent, ctx: RiskContext, quantity: int) -> int | Refusal:
+        cap, used = self._cap_and_used(ctx)
+        if cap is None:
+            return quantity
+        fits = max(cap - used, 0)
+        if fits >= quantity:
+            return quantity
+        if fits < 1 or ctx.config.sizing_mode == "reject":
+            return Refusal(self.name, f"{quantity} more contracts would make {used + quantity} {self._scope} "
+                                      f"(cap {cap}, {used} held or being entered)")
+        return fits
+
+
+def _contract_exposure(ctx: RiskContext) -> tuple[int | None, int]:
+    return ctx.config.max_contracts_per_contract, ctx.contracts_in_contract
+
+
+def _underlying_exposure(ctx: RiskContext) -> tuple[int | None, int]:
+    return ctx.config.max_contracts_per_underlying, ctx.contracts_in_underlying
+
+
 class PremiumCapRule:
     """Premium at risk (positions + working entries + this order) against a cap; in ``cap`` sizing
     mode the order shrinks to what fits and is refused only when not one contract fits."""
@@ -306,6 +340,8 @@ RULES: Final[tuple[Rule, ...]] = (
     LossCooldownRule(),
     MaxOpenPositionsRule(),
     MaxContractsRule(),
+    ExposureCapRule("contracts_per_contract", "in this contract", _contract_exposure),
+    ExposureCapRule("contracts_per_underlying", "on this underlying", _underlying_exposure),
     PremiumCapRule("premium_per_symbol", "on this underlying", _symbol_premium),
     PremiumCapRule("premium_total", "in total", _total_premium),
 )

@@ -50,6 +50,8 @@ def test_rule_names_and_order_are_stable() -> None:
         "loss_cooldown",
         "max_open_positions",
         "max_contracts_per_order",
+        "contracts_per_contract",
+        "contracts_per_underlying",
         "premium_per_symbol",
         "premium_total",
     )
