@@ -23,7 +23,8 @@ errors, 429 and 5xx with exponential backoff and jitter (tenacity), a 429 waitin
 ``budget_secs``. Past the budget a request raises :class:`~services.oms.brokers.base.VenueUnavailableError`
 and the broker is degraded: :meth:`TradierBroker.entries_refused` says why until a request succeeds
 again; cancels, modifies and flattens are still attempted, and polls keep trying. A 401 is one
-:class:`TradierAuthError` line, never retried.
+:class:`TradierAuthError` line, never retried; the broker remembers it and refuses every later request
+itself, so a wrong token costs the venue exactly one request.
 
 State
 - Order state comes from polling (``GET /orders/{id}``, no account-events stream: the stream needs a
@@ -297,6 +298,7 @@ class TradierBroker:
         self._unresolved: dict[str, _Unresolved] = {}
         self._rejected = 0
         self._venue_trouble: str | None = None
+        self._auth_failure: str | None = None
         self.requests = 0
         self.retries = 0
         r = config.retry
@@ -425,7 +427,7 @@ class TradierBroker:
             tags = ", ".join(sorted(self._unresolved))
             return (f"the outcome of {len(self._unresolved)} Tradier submission(s) is unknown (tag {tags}); "
                     "they are looked up, never sent again")
-        return self._venue_trouble
+        return self._auth_failure or self._venue_trouble
 
     def account_state(self) -> AccountState:
         """Live orders (own ones decoded from their tags) and positions, read from Tradier."""
@@ -683,6 +685,8 @@ class TradierBroker:
     ) -> httpx.Response:
         """One request with retries (see the module doc). ``kind="place"``: a POST placing an order,
         re-sent only when the venue provably never took it; a lost answer raises :class:`_AnswerLostError`."""
+        if self._auth_failure is not None:  # a refused token stays refused: no request storm
+            raise TradierAuthError(self._auth_failure)
         r = self.config.retry
         retrying = Retrying(
             stop=stop_after_attempt(r.max_attempts) | stop_before_delay(r.budget_secs),
@@ -724,10 +728,12 @@ class TradierBroker:
             raise _TransientError(f"HTTP {status}")
         if status == 401:
             text = self._scrub(response.text.strip()[:200]) or "Unauthorized"
-            raise TradierAuthError(
+            self._auth_failure = (
                 f"Tradier refused the access token (HTTP 401: {text}); check TRADIER_ACCESS_TOKEN and that it "
                 f"belongs to the {self.connection.environment} environment"
             )
+            log.error("tradier refused the access token", extra={"environment": self.connection.environment})
+            raise TradierAuthError(self._auth_failure)
         if status >= 400 and not (kind == "place" and error_messages(response.content)):
             detail = "; ".join(error_messages(response.content)) or response.text.strip()[:200]
             raise TradierRequestError(f"Tradier {method} {path}: HTTP {status}: {self._scrub(detail)}")

@@ -317,6 +317,12 @@ def test_bad_credentials_are_one_clear_error_after_one_request(venue: tuple[SimS
     assert "HTTP 401" in message and "TRADIER_ACCESS_TOKEN" in message and "\n" not in message
     assert "tt-WRONG-0000" not in message
     assert len(sim.requests) == 1, "a 401 is not retried"
+    # Later entries are refused, and a direct call fails the same way, without asking the venue again.
+    assert statuses(oms.on_order_request(request("r2"))) == [("entry", "rejected")]
+    with pytest.raises(TradierAuthError, match="HTTP 401"):
+        oms.broker.submit_otoco(request("r3"), "r3")
+    assert len(sim.requests) == 1
+    assert oms.broker.entries_refused() == message
 
 
 def test_the_composition_root_builds_the_tradier_oms_from_session_config(
