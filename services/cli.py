@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -16,6 +17,10 @@ PROG = "dreambot"
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.live:
+        return _run_live(args)
+    if args.duration is not None or args.idle_exit is not None:
+        fail(PROG, "--duration and --idle-exit bound a live session: add --live")
     from services.app.stages import require_paper, session_market_data
     from services.backtest.embedded import SessionRecord
     from services.backtest.main import config_from_args, run_backtest, write_outputs
@@ -65,6 +70,68 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_live(args: argparse.Namespace) -> int:
+    """``dreambot run --live``: the embedded session (paper broker) on the live Polygon feed, bounded."""
+    from services.app.stages import build_live_feed, require_paper
+    from services.backtest.embedded import EmbeddedSession, SessionRecord
+    from services.backtest.reports import write_json, write_trades
+    from services.core.calendar import iso_ny
+    from services.core.logs import configure_logging
+    from services.core.session_config import load_session_config
+    from services.ingest.polygon_live import PolygonFeedError
+
+    if args.duration is None or args.duration <= 0:
+        fail(PROG, "--live needs --duration SECONDS (a live session here is always bounded)")
+    if args.data is not None or args.synthetic:
+        fail(PROG, "--live streams from Polygon (POLYGON_WS_URL, POLYGON_BASE_URL): drop --data/--synthetic")
+    cli = {"symbols": list(args.symbol) if args.symbol else None, "config_dir": args.config_dir,
+           "calibration": {"path": args.calibration}, "market_data": {"source": "polygon"}}
+    config = load_session_config(cli, session_file=args.session_file).config
+    require_paper(config, "`dreambot run --live`")
+    configure_logging(config.log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per chain request otherwise
+    session = EmbeddedSession(config)
+    feed = build_live_feed(config, session.state, session.calendar, duration_s=args.duration,
+                           idle_exit_s=args.idle_exit)
+    p = config.market_data.polygon
+    capture = f", capture {p.snapshot_path}" if p.snapshot_path is not None else ""
+    print(f"session: {', '.join(config.symbols)} paper, live from {p.ws_url} (REST {p.rest_url}) for up to "
+          f"{args.duration:g} s{capture}", flush=True)
+    last_print = [0.0]
+
+    def on_step(rec: SessionRecord) -> None:
+        now = time.monotonic()
+        if now - last_print[0] >= 5.0:
+            last_print[0] = now
+            print(f"  {iso_ny(rec.last_ts)[:16]}  bars {rec.bars:5d}  signals {len(rec.intents):3d}  "
+                  f"orders {len(rec.orders):3d}  fills {len(rec.fills):3d}  trades {len(rec.outcomes):3d}  "
+                  f"realized pnl {rec.realized_pnl:+10.2f}", flush=True)
+
+    try:
+        record = session.run(feed, on_step=on_step)
+    except PolygonFeedError as exc:
+        fail(PROG, str(exc))
+    finally:
+        feed.close()
+    st = feed.assembler.stats
+    summary = {
+        "symbols": list(config.symbols), "source": p.ws_url, "ended": feed.end_reason,
+        "bars": st.bars, "quotes": st.quotes, "trades_md": st.trades, "chains": st.chains,
+        "reconnects": st.reconnects, "backfilled_bars": st.backfilled, "heartbeats": st.heartbeats,
+        "signals": len(record.intents), "orders": len(record.orders), "risk_rejections": len(record.rejections),
+        "fills": len(record.fills), "trade_count": len(record.outcomes), "realized_pnl": round(record.realized_pnl, 2),
+    }
+    out = args.output_dir
+    write_json(summary, out / "live_summary.json")
+    write_trades(record.outcomes, out / "trades.json")
+    print(f"done ({feed.end_reason}): {st.bars} bars ({st.backfilled} backfilled after {st.reconnects} "
+          f"reconnect(s)), {st.quotes} quotes, {st.trades} trades, {st.chains} chains; {len(record.intents)} "
+          f"signals, {len(record.orders)} orders ({len(record.rejections)} refused by risk), "
+          f"{len(record.fills)} fills, {len(record.outcomes)} trades, realized pnl {record.realized_pnl:+.2f}")
+    print(f"outputs: {out}/live_summary.json, trades.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from services.backtest.main import add_data_args
 
@@ -77,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--symbol", nargs="+", type=str.upper, help="underlyings (default SPY)")
     run.add_argument("--speed", type=parse_speed, default=0.0, help="pace the replay, e.g. 60x (default unpaced)")
     run.add_argument("--output-dir", type=Path, default=Path("storage/run"))
+    run.add_argument("--live", action="store_true", help="stream from Polygon (POLYGON_WS_URL, POLYGON_BASE_URL, "
+                     "POLYGON_API_KEY; the local sim too) instead of replaying a file; needs --duration")
+    run.add_argument("--duration", type=float, metavar="SECONDS", help="with --live: end the session after this long")
+    run.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                     help="with --live: end the session once no data has arrived for this long")
     run.set_defaults(func=_run)
 
     feats = sub.add_parser("features", help="export bar features of a data file to CSV or Parquet")

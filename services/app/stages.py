@@ -27,6 +27,7 @@ from services.core.stage import Output, Stage
 from services.core.state import StateStore
 from services.features.stage import FeatureStage
 from services.ingest.feed import ReplayFeed, merge_bars
+from services.ingest.polygon_live import CaptureReplayFeed, LiveFeedConfig, PolygonFeedError, PolygonLiveFeed
 from services.ingest.sources import DataSourceError
 from services.oms.audit import AuditSink
 from services.oms.brokers.base import Broker
@@ -181,18 +182,44 @@ def require_paper(config: SessionConfig, runner: str) -> None:
 
 
 def session_market_data(config: SessionConfig) -> MarketData:
-    """The session's bars: the replay file, or synthetic sessions (polygon is a live feed, not bars)."""
+    """The session's bars: the replay file, or synthetic sessions. A live Polygon feed and a replayed
+    capture have no bars up front (they stream): their MarketData is empty, ``source`` says what streams."""
     md = config.market_data
     if md.source == "polygon":
-        raise ConfigError("market_data.source polygon: the live Polygon ingest is not wired into any runner "
-                          "yet; replay a file or use synthetic data")
+        return MarketData({s: [] for s in config.symbols}, {}, f"polygon live ({md.polygon.ws_url})")
     r = md.replay
+    if md.source == "capture":
+        return MarketData({s: [] for s in config.symbols}, {}, f"polygon capture {r.path}")
     try:
         return load_market_data(list(config.symbols), r.path if md.source == "replay" else None,
                                 table=r.table, tz=r.tz, sessions=r.sessions, seed=r.seed,
                                 interval_s=r.interval_s)
     except DataSourceError as exc:
         raise ConfigError(f"market_data.replay: {exc}") from None
+
+
+def live_feed_config(config: SessionConfig, *, duration_s: float | None = None,
+                     idle_exit_s: float | None = None) -> LiveFeedConfig:
+    """The live Polygon feed's settings from the session (``market_data.polygon``, POLYGON_* env)."""
+    p = config.market_data.polygon
+    return LiveFeedConfig(
+        symbols=tuple(config.symbols), ws_url=p.ws_url, rest_url=p.rest_url, heartbeat_secs=p.heartbeat_secs,
+        chain_every_s=p.chain_every_s, chain_strike_pct=p.chain_strike_pct, max_reconnects=p.max_reconnects,
+        backoff_s=p.backoff_s, backoff_max_s=p.backoff_max_s, snapshot_path=p.snapshot_path,
+        snapshot_rotate_mb=p.snapshot_rotate_mb, duration_s=duration_s, idle_exit_s=idle_exit_s)
+
+
+def build_live_feed(config: SessionConfig, state: StateStore | None, calendar: MarketCalendar, *,
+                    duration_s: float | None = None, idle_exit_s: float | None = None) -> PolygonLiveFeed:
+    """The live Polygon feed of the session (websocket clusters, REST chains and backfill, capture)."""
+    key = config.market_data.polygon.api_key
+    if key is None or not key.get_secret_value().strip():
+        raise ConfigError("market_data.source polygon needs POLYGON_API_KEY (environment or .env)")
+    try:
+        return PolygonLiveFeed(live_feed_config(config, duration_s=duration_s, idle_exit_s=idle_exit_s),
+                               key, state, calendar)
+    except (PolygonFeedError, OSError) as exc:
+        raise ConfigError(f"market_data.polygon: {exc}") from None
 
 
 def build_replay_feed(bars: Mapping[str, Iterable[Bar]], state: StateStore | None, calendar: MarketCalendar,
@@ -205,7 +232,17 @@ def build_replay_feed(bars: Mapping[str, Iterable[Bar]], state: StateStore | Non
 
 def build_feed(config: SessionConfig, state: StateStore | None, calendar: MarketCalendar,
                data: MarketData | None = None) -> Iterator[Output]:
-    """The session's market-data feed (md.* outputs in event-time order)."""
+    """The session's market-data feed (md.* outputs): a replay (file or synthetic bars), a replayed
+    Polygon capture, or the live Polygon feed (which ends when closed, or with a PolygonFeedError)."""
+    source = config.market_data.source
+    if source == "polygon":
+        return iter(build_live_feed(config, state, calendar))
+    if source == "capture":
+        path = config.market_data.replay.path
+        assert path is not None  # MarketDataConfig refuses capture without replay.path
+        if not path.exists() and not any(path.parent.glob(f"{path.name}.*")):
+            raise ConfigError(f"market_data.replay.path {path}: no capture there")
+        return iter(CaptureReplayFeed(path, state, calendar, config.symbols))
     data = data if data is not None else session_market_data(config)
     return iter(build_replay_feed(data.bars, state, calendar, config.market_data.replay.seed))
 

@@ -134,18 +134,35 @@ class ReplayConfig(_Section):
 
 
 class PolygonConfig(_Section):
-    """Polygon (Massive) endpoints and key reference."""
+    """Polygon (Massive) live feed: endpoints, key, heartbeat, chain polling, reconnects and capture."""
 
     rest_url: str = Field(default="https://api.polygon.io", pattern=r"^https?://", description="REST endpoint.")
-    ws_url: str = Field(default="wss://socket.polygon.io", pattern=r"^wss?://", description="Websocket endpoint.")
+    ws_url: str = Field(default="wss://socket.polygon.io", pattern=r"^wss?://",
+                        description="Websocket host; clusters are <ws_url>/stocks and <ws_url>/indices.")
     api_key: SecretStr | None = Field(default=None, description="API key (env POLYGON_API_KEY only).")
+    heartbeat_secs: Finite = Field(default=5.0, gt=0, le=3600,
+                                   description="Ingest heartbeat period (wall clock, and feed event time).")
+    chain_every_s: Finite = Field(default=60.0, gt=0, le=86_400,
+                                  description="Event time between two REST chain snapshots of an underlying.")
+    chain_strike_pct: Finite = Field(default=0.03, gt=0, le=1,
+                                     description="Chain snapshots ask for strikes within this fraction of spot.")
+    max_reconnects: int | None = Field(default=20, ge=0,
+                                       description="Consecutive failed reconnects before the feed gives up.")
+    backoff_s: Finite = Field(default=0.5, ge=0, description="First reconnect delay; doubles per failed attempt.")
+    backoff_max_s: Finite = Field(default=30.0, ge=0, description="Longest reconnect delay (plus up to 20% jitter).")
+    snapshot_path: Path | None = Field(default=None,
+                                       description="JSONL capture of the raw frames (and REST answers); none: off.")
+    snapshot_rotate_mb: Finite = Field(default=100.0, gt=0, description="Rotate the capture past this many MiB.")
+
+    _none = field_validator("snapshot_path", "max_reconnects", mode="before")(lambda v: _none_word(v))
 
 
 class MarketDataConfig(_Section):
     """Where bars, quotes and chains come from."""
 
-    source: Literal["synthetic", "replay", "polygon"] | None = Field(default=
-        None, description="synthetic, replay or polygon; unset: replay when replay.path is set, else synthetic.")
+    source: Literal["synthetic", "replay", "polygon", "capture"] | None = Field(default=
+        None, description="synthetic, replay, polygon (live) or capture (a polygon capture in replay.path); "
+                          "unset: replay when replay.path is set, else synthetic.")
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     polygon: PolygonConfig = Field(default_factory=PolygonConfig)
 
@@ -153,8 +170,8 @@ class MarketDataConfig(_Section):
     def _resolve_source(self) -> MarketDataConfig:
         if self.source is None:
             object.__setattr__(self, "source", "replay" if self.replay.path is not None else "synthetic")
-        if self.source == "replay" and self.replay.path is None:
-            raise ValueError("source replay needs replay.path (DREAMBOT_REPLAY_SOURCE or --data)")
+        if self.source in ("replay", "capture") and self.replay.path is None:
+            raise ValueError(f"source {self.source} needs replay.path (DREAMBOT_REPLAY_SOURCE or --data)")
         return self
 
 
@@ -331,6 +348,14 @@ ENV_NAMES: Final[Mapping[str, tuple[str, ...]]] = {
     "POLYGON_API_KEY": ("market_data", "polygon", "api_key"),
     "POLYGON_BASE_URL": ("market_data", "polygon", "rest_url"),
     "POLYGON_WS_URL": ("market_data", "polygon", "ws_url"),
+    "POLYGON_HEARTBEAT_SECS": ("market_data", "polygon", "heartbeat_secs"),
+    "POLYGON_CHAIN_EVERY_S": ("market_data", "polygon", "chain_every_s"),
+    "POLYGON_CHAIN_STRIKE_PCT": ("market_data", "polygon", "chain_strike_pct"),
+    "POLYGON_MAX_RECONNECTS": ("market_data", "polygon", "max_reconnects"),
+    "POLYGON_BACKOFF_S": ("market_data", "polygon", "backoff_s"),
+    "POLYGON_BACKOFF_MAX_S": ("market_data", "polygon", "backoff_max_s"),
+    "POLYGON_SNAPSHOT_PATH": ("market_data", "polygon", "snapshot_path"),
+    "POLYGON_SNAPSHOT_ROTATE_MB": ("market_data", "polygon", "snapshot_rotate_mb"),
     "DREAMBOT_BROKER": ("broker", "provider"),
     "TRADIER_ENVIRONMENT": ("broker", "environment"),
     "TRADIER_BASE_URL": ("broker", "base_url"),

@@ -40,6 +40,7 @@ from websockets.exceptions import WebSocketException
 from services.core.settings import CONFIG_DIR, load_model
 from services.ingest.polygon_parsing import (
     Market,
+    ParsedFrame,
     PolygonMessageError,
     StatusMessage,
     StreamEvent,
@@ -105,6 +106,14 @@ def load_polygon_config(path: Path | None = None) -> PolygonConfig:
     return load_model(path or POLYGON_YAML, PolygonConfig)
 
 
+@dataclass(frozen=True, slots=True)
+class RawFrame:
+    """One websocket data frame as received, and the number of the connection it arrived on."""
+
+    connection: int
+    data: str
+
+
 @dataclass(slots=True)
 class StreamStats:
     """Counters a stage exports as metrics."""
@@ -165,10 +174,13 @@ class PolygonStream:
         if self._ws is not None:
             await self._ws.close()
 
-    async def events(self) -> AsyncIterator[StreamItem]:
-        """Events (and malformed-message errors) in arrival order, across reconnects, until closed."""
+    async def frames(self) -> AsyncIterator[RawFrame]:
+        """Data frames as received (text, unparsed), across reconnects, until closed.
+
+        Each carries the number of the connection it came on (1, then +1 per reconnect), so a consumer
+        knows when a gap may have opened. The handshake's frames (``connected``, auth) are not included;
+        everything after it is, status frames too (:meth:`events` reads them)."""
         failures = 0
-        market = self.config.market
         while not self._closing:
             reason = "closed by server"
             try:
@@ -188,15 +200,7 @@ class PolygonStream:
                     log.info("polygon stream connected", extra={"url": self.config.url, "subscriptions": self._subs})
                     async for frame in ws:
                         self.stats.frames += 1
-                        parsed = parse_frame(frame, market)
-                        for status in parsed.statuses:
-                            self._on_status(status)
-                        for error in parsed.errors:
-                            self.stats.malformed += 1
-                            yield error
-                        for event in parsed.events:
-                            self.stats.events += 1
-                            yield event
+                        yield RawFrame(self.stats.connects, frame if isinstance(frame, str) else frame.decode())
             except PolygonStreamAuthError:
                 raise
             except (OSError, TimeoutError, WebSocketException) as exc:
@@ -219,6 +223,25 @@ class PolygonStream:
             )
             await self._sleep(delay)
 
+    async def events(self) -> AsyncIterator[StreamItem]:
+        """Events (and malformed-message errors) in arrival order, across reconnects, until closed."""
+        market = self.config.market
+        async for raw in self.frames():
+            parsed = self.parse(raw.data, market)
+            for error in parsed.errors:
+                yield error
+            for event in parsed.events:
+                yield event
+
+    def parse(self, frame: str, market: Market | None = None) -> ParsedFrame:
+        """Decode one data frame, counting and logging what it holds (status messages included)."""
+        parsed = parse_frame(frame, market or self.config.market)
+        for status in parsed.statuses:
+            self._on_status(status)
+        self.stats.malformed += len(parsed.errors)
+        self.stats.events += len(parsed.events)
+        return parsed
+
     async def _authenticate(self, ws: ClientConnection) -> None:
         await ws.send(json.dumps({"action": "auth", "params": self._key.get_secret_value()}))
         async with asyncio.timeout(self.config.auth_timeout_s):
@@ -237,7 +260,8 @@ class PolygonStream:
     def _on_status(self, status: StatusMessage) -> None:
         self.stats.statuses += 1
         self.last_status = status
-        level = logging.WARNING if status.status in ("error", "auth_failed", "max_connections") else logging.DEBUG
+        # auth_failed is raised as PolygonStreamAuthError (one line for the caller), so it is not logged twice.
+        level = logging.WARNING if status.status in ("error", "max_connections") else logging.DEBUG
         log.log(level, "polygon status", extra={"status": status.status, "detail": self._scrub(status.message)})
 
     def _scrub(self, text: str) -> str:

@@ -113,8 +113,11 @@ def test_the_feed_is_the_configured_replay(tmp_path: Path) -> None:
     synthetic = list(build_feed(_load(DREAMBOT_REPLAY_SESSIONS="2"), None, CAL))
     days = {o.event.ts // 86_400_000_000_000 for o in synthetic if o.topic == topics.MD_BARS}
     assert len(days) == 2
-    with pytest.raises(ConfigError, match="polygon"):
+    with pytest.raises(ConfigError, match="polygon needs POLYGON_API_KEY"):
         build_feed(_load(DREAMBOT_MARKET_DATA="polygon"), None, CAL)
+    with pytest.raises(ConfigError, match="no capture there"):
+        build_feed(_load(DREAMBOT_MARKET_DATA="capture", DREAMBOT_REPLAY_SOURCE=str(tmp_path / "none.jsonl")),
+                   None, CAL)
 
 
 def test_calibration_none_turns_calibration_off_for_signals_and_risk(tmp_path: Path) -> None:
