@@ -208,8 +208,11 @@ class Deployment:
                 rounds.feed(done)
             while not rounds.complete:
                 if time.monotonic() > deadline:
+                    waiting = sorted(rounds.current.active - set(rounds.current.dones))
+                    tails = "\n".join(f"--- {n}: {self.processes[n].log}\n{_tail(self.processes[n].log, 30)}"
+                                       for n in waiting if n in self.processes)
                     raise LaunchError(f"replay not complete after {timeout_s:.0f}s (round {rounds.current.number}, "
-                                      f"waiting for {sorted(rounds.current.active - set(rounds.current.dones))})")
+                                      f"waiting for {waiting})\n{tails}")
                 if check_alive:
                     dead = [n for n, p in self.processes.items() if not p.running]
                     if dead:

@@ -327,6 +327,12 @@ def _kafka_error(exc: BaseException) -> str:
     return err.str() if err is not None else str(exc)
 
 
+#: Seconds a control record may go unacknowledged before it is sent again from a fresh producer.
+STUCK_SEND_S: Final = 30.0
+#: Seconds without any lockstep progress after which a participant replaces its control reader.
+STUCK_READ_S: Final = 30.0
+
+
 class ControlChannel:
     """Reads and appends the control log ``<prefix>.lockstep``; also writes the stage's dead letters."""
 
@@ -336,21 +342,43 @@ class ControlChannel:
         self.topic = control_topic(prefix)
         self.replication_factor = replication_factor
         self._errors: list[str] = []
-        self._producer = Producer({
-            "bootstrap.servers": bootstrap, "client.id": f"{client_id}-lockstep", "enable.idempotence": True,
-            "acks": "all", "linger.ms": 0, "reconnect.backoff.max.ms": 1000, "socket.nagle.disable": True,
-            "logger": client_log,
+        self._client_id = client_id
+        self._producer = self._new_producer()
+        self._consumer = self._new_consumer()
+        self._assigned = False
+        self._next_offset = OFFSET_BEGINNING
+        self._abandoned: list[Producer] = []
+
+    def _new_producer(self) -> Producer:
+        return Producer({
+            "bootstrap.servers": self.bootstrap, "client.id": f"{self._client_id}-lockstep",
+            "enable.idempotence": True, "acks": "all", "linger.ms": 0, "reconnect.backoff.max.ms": 1000,
+            "socket.nagle.disable": True, "logger": client_log,
         })
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap, "client.id": f"{client_id}-lockstep",
-            "group.id": f"{prefix}.lockstep-reader", "enable.auto.commit": False,
+
+    def _new_consumer(self) -> Consumer:
+        return Consumer({
+            "bootstrap.servers": self.bootstrap, "client.id": f"{self._client_id}-lockstep",
+            "group.id": f"{self.prefix}.lockstep-reader", "enable.auto.commit": False,
             "enable.auto.offset.store": False, "fetch.wait.max.ms": 100, "reconnect.backoff.max.ms": 1000,
             "socket.nagle.disable": True,
             # A reset (e.g. the broker restarting) re-reads the log; repeated records change nothing.
             "auto.offset.reset": "earliest",
             "logger": client_log,
         })
+
+    def reconnect_reader(self) -> None:
+        """Replace the consumer with a fresh client that resumes after the last record read.
+
+        librdkafka clients have been seen to stay silent for good after a broker restart; a new
+        client costs one connection, and records read twice change nothing (see :meth:`RoundLog.feed`).
+        """
+        old, self._consumer = self._consumer, self._new_consumer()
         self._assigned = False
+        try:
+            old.close()
+        except KafkaException as exc:
+            log.warning("old lockstep consumer did not close cleanly", extra={"error": _kafka_error(exc)})
 
     def ensure(self, timeout_s: float = 30.0) -> None:
         """Create the control topic (one partition: one total order) if it does not exist."""
@@ -377,7 +405,7 @@ class ControlChannel:
 
     def _assign(self) -> None:
         if not self._assigned:
-            self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+            self._consumer.assign([TopicPartition(self.topic, 0, self._next_offset)])
             self._assigned = True
 
     def read_existing(self, timeout_s: float = 60.0) -> list[Done]:
@@ -401,6 +429,7 @@ class ControlChannel:
                 if msg.error() is not None:
                     continue
                 seen = max(seen, (msg.offset() or 0) + 1)
+                self._next_offset = max(self._next_offset, seen)
                 done = self._decode(msg.value())
                 if done is not None:
                     out.append(done)
@@ -419,6 +448,7 @@ class ControlChannel:
                 if err.fatal():
                     raise LockstepError(f"control consumer failed: {err.str()}")
                 continue
+            self._next_offset = max(self._next_offset, (msg.offset() or 0) + 1)
             done = self._decode(msg.value())
             if done is not None:
                 out.append(done)
@@ -433,9 +463,22 @@ class ControlChannel:
 
     def send(self, done: Done) -> None:
         """Append ``done`` and wait until the broker acknowledged it (a broker restart only delays this)."""
-        self._producer.produce(self.topic, value=encode_done(done), key=done.stage.encode(),
-                               on_delivery=self._on_delivery)
-        self._wait("lockstep record")
+        payload, key = encode_done(done), done.stage.encode()
+        self._producer.produce(self.topic, value=payload, key=key, on_delivery=self._on_delivery)
+        waited = 0.0
+        while self._producer.flush(5.0):
+            waited += 5.0
+            log.warning("lockstep record not acknowledged yet", extra={"topic": self.topic, "waited_s": waited})
+            if waited % STUCK_SEND_S == 0.0:
+                # A producer stuck after a broker restart does not recover by waiting: send the record
+                # again from a fresh client (a repeated record changes nothing). The old client is
+                # kept, never polled again, so its delivery reports never reach us.
+                log.warning("lockstep producer replaced", extra={"topic": self.topic, "waited_s": waited})
+                self._abandoned.append(self._producer)
+                self._producer = self._new_producer()
+                self._errors.clear()
+                self._producer.produce(self.topic, value=payload, key=key, on_delivery=self._on_delivery)
+        self._raise_errors("lockstep record")
 
     def dead_letter(self, stage: str, topic: str, event: Event, reason_detail: str) -> None:
         """Send an event a handler failed on to ``<prefix>.dlq`` (reason ``handler_error``)."""
@@ -456,6 +499,9 @@ class ControlChannel:
         while self._producer.flush(5.0):
             waited += 5.0
             log.warning(f"{what} not acknowledged yet", extra={"topic": self.topic, "waited_s": waited})
+        self._raise_errors(what)
+
+    def _raise_errors(self, what: str) -> None:
         if self._errors:
             errors, self._errors = self._errors, []
             raise LockstepError(f"{what} to {self.bootstrap} not delivered: {'; '.join(errors)}")
@@ -664,7 +710,7 @@ class Participant:
         self.on_stall = on_stall
         self.refetched = 0
         self._waiting_since: float | None = None
-        self._quiet_since = time.monotonic()
+        self._quiet_since = self._progress_at = time.monotonic()
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -793,12 +839,19 @@ class Participant:
             return
         r = self.log.current
         mine = self.name in r.active and self.name not in r.dones
-        if time.monotonic() - self._quiet_since > 10.0:
-            self._quiet_since = time.monotonic()
+        now = time.monotonic()
+        if now - self._quiet_since > 10.0:
+            self._quiet_since = now
             log.info("lockstep waiting", extra={"stage": self.name, "round": r.number, "my_turn": mine,
                                                 "waiting_for": sorted(r.active - set(r.dones))})
+        if not mine and now - self._progress_at > STUCK_READ_S:
+            # Nothing new on the control log for this long: the others may be slow, or this reader
+            # may be a client that went deaf after a broker restart. A fresh one settles it.
+            self._progress_at = now
+            log.warning("lockstep reader replaced", extra={"stage": self.name, "round": r.number})
+            self.channel.reconnect_reader()
         if mine and (r.injector == self.name or self._inputs_ready(r)):
-            self._quiet_since = time.monotonic()
+            self._quiet_since = self._progress_at = time.monotonic()
             self._waiting_since = None
             done = self._run_round(r)
             self.channel.send(done)
@@ -845,7 +898,7 @@ class Participant:
         assert self.log is not None
         for done in records:
             if self.log.feed(done):
-                self._quiet_since = time.monotonic()
+                self._quiet_since = self._progress_at = time.monotonic()
         self._after_feed()
 
     def _after_feed(self) -> None:
