@@ -15,7 +15,7 @@ from typing import Final
 from services.cliutil import OneLineParser
 
 _ROLES: Final = {
-    "ingest": "market data onto the md.* topics (replay or synthetic; heartbeat to Redis)",
+    "ingest": "market data onto the md.* topics (live Polygon, a capture, a replay or synthetic; heartbeat to Redis)",
     "features": "market data in, one FeatureVector per bar out",
     "signals": "features and chains in, SignalIntents out",
     "risk": "intents in, OrderRequests / RiskRejections and kill-switch commands out",

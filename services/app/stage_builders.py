@@ -11,6 +11,7 @@ from services.app.stages import (
     STAGE_ORDER,
     build_features,
     build_feed,
+    build_live_feed,
     build_oms,
     build_risk,
     build_signals,
@@ -23,6 +24,7 @@ from services.core.session_config import SessionConfig
 from services.core.settings import ConfigError
 from services.core.state import MemoryState
 from services.ingest.hooks import IngestHooks, paced
+from services.ingest.polygon_live import LiveSource
 from services.learner.config import load_learner_config
 from services.learner.engine import LearnerEngine
 from services.learner.hooks import LearnerHooks
@@ -55,9 +57,13 @@ def build_ingest_service(ctx: ServiceContext) -> StageParts:
     # The heartbeat is tried on every bar (a failing write is quick): once Redis is back risk sees a
     # fresh heartbeat at once.
     heartbeat = BestEffortState(GuardedWrites(ctx.state, ctx.metrics, min_retry_s=0.0, max_retry_s=0.0))
+    hooks = IngestHooks(ctx.metrics, heartbeat)
+    if c.market_data.source == "polygon":
+        # The live feed (the same one `dreambot run --live` runs) writes the heartbeat on its timer.
+        live = build_live_feed(c, heartbeat, ctx.calendar)
+        return StageParts(None, ReplayClock(), hooks, source=LiveSource(live), uses_state=True, on_close=[live.close])
     feed = build_feed(c, heartbeat, ctx.calendar)
-    return StageParts(None, ReplayClock(), IngestHooks(ctx.metrics, heartbeat),
-                      source=paced(feed, c.market_data.replay.rate), uses_state=True)
+    return StageParts(None, ReplayClock(), hooks, source=paced(feed, c.market_data.replay.rate), uses_state=True)
 
 
 def build_features_service(ctx: ServiceContext) -> StageParts:

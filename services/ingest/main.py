@@ -11,6 +11,10 @@ next event only when the pipeline has finished with the previous one (:mod:`serv
 so the run equals the embedded one byte for byte, and a restarted ingest continues where it stopped.
 Without lockstep it publishes as fast as ``DREAMBOT_REPLAY_RATE`` allows and then idles.
 
+With ``DREAMBOT_MARKET_DATA=polygon`` it runs the live Polygon feed instead, the same one
+``dreambot run --live`` runs (:class:`services.ingest.polygon_live.PolygonLiveFeed`, settings
+``POLYGON_*``): free-running, each arrival published at once, the heartbeat on its timer.
+
 Built by the composition root (:func:`services.app.services.run_stage`) from the session's
 SessionConfig; ``--help`` lists the flags, ``--check`` validates the configuration and exits.
 """

@@ -38,6 +38,7 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -437,8 +438,6 @@ class PolygonLiveFeed:
         self._started = 0.0
         self._last_data = 0.0
         self.end_reason = ""
-        if self.capture is not None:
-            self.capture.write(_meta(config))
 
     def __repr__(self) -> str:
         c = self.config
@@ -530,6 +529,8 @@ class PolygonLiveFeed:
         if self._runner is not None:
             return
         self._started = time.monotonic()
+        if self.capture is not None:
+            self.capture.write(_meta(self.config))
         runner = _Loop(threading.Thread(target=self._thread, name="polygon-live", daemon=True))
         self._runner = runner
         runner.thread.start()
@@ -641,3 +642,35 @@ class CaptureReplayFeed:
                                    chain_every_s=float(meta["chain_every_s"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise CaptureError(f"{self.path}: malformed meta record ({exc})") from None
+
+
+class LiveSource:
+    """The live feed as a services-mode source (:class:`services.runtime.lockstep.Participant` pumps a
+    source in batches and publishes each batch when it ends): every pass over it hands over what has
+    arrived, waiting for the first output, and then ends, so each output reaches Kafka as soon as the
+    feed has it instead of after a full batch. A pass that ends empty means the feed is over."""
+
+    def __init__(self, feed: PolygonLiveFeed, wait_s: float = 1.0) -> None:
+        self.feed = feed
+        self.wait_s = wait_s
+        self._ready: deque[Output] = deque()
+        self._in_pass = False
+
+    def __iter__(self) -> LiveSource:
+        return self
+
+    def __next__(self) -> Output:
+        if self._ready:
+            self._in_pass = True
+            return self._ready.popleft()
+        if self._in_pass:  # drained: end this pass so the runner publishes it
+            self._in_pass = False
+            raise StopIteration
+        while True:
+            got = self.feed.poll(self.wait_s)
+            if got is None:
+                raise StopIteration
+            if got:
+                self._ready.extend(got)
+                self._in_pass = True
+                return self._ready.popleft()

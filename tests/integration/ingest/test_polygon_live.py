@@ -4,6 +4,7 @@ the embedded session; the capture it writes replays to the same intents, orders 
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -159,3 +160,37 @@ def test_a_refused_key_is_one_line_and_one_attempt(sim: SimProcess, tmp_path: Pa
     assert elapsed < 20  # no retry loop up to --duration
     stats = httpx.get(f"{sim.url}/sim/stats", timeout=5).json()
     assert stats["auth_failures"] == 1 and stats["connections"] == 0
+
+
+def test_services_mode_source_hands_over_each_arrival_at_once(sim: SimProcess, tmp_path: Path) -> None:
+    """``python -m services.ingest.main`` runs the same feed through LiveSource: the runner pumps it in
+    passes (``for root in source``) and publishes each pass when it ends; a pass must end as soon as
+    what has arrived is handed over, not after a full batch, and the feed's end must end the source."""
+    from services.app.stage_builders import build_ingest_service
+    from services.core.calendar import default_calendar
+    from services.core.metrics import StageMetrics
+    from services.core.state import MemoryState
+    from services.ingest.polygon_live import LiveSource
+    from services.runtime.service import ServiceContext
+
+    config = session_config(sim, tmp_path / "live.jsonl", DREAMBOT_SESSION="ingest-live")
+    ctx = ServiceContext("ingest", config, StageMetrics("ingest"), default_calendar())
+    ctx._state = MemoryState(prefix=config.name)  # type: ignore[assignment]
+    parts = build_ingest_service(ctx)
+    source = parts.source
+    assert isinstance(source, LiveSource)
+    # a service runs until stopped; here the feed ends once the sim's window is streamed
+    source.feed.config = dataclasses.replace(source.feed.config, idle_exit_s=2.0, duration_s=60.0)
+    passes: list[list[Output]] = []
+    while True:
+        batch = list(source)  # one pass, as Participant._pump_source takes it
+        if not batch:
+            break
+        passes.append(batch)
+    for close in parts.on_close:
+        close()
+    bars = [o for p in passes for o in p if o.topic == topics.MD_BARS]
+    assert len(bars) == 100  # the whole window
+    assert len(passes) > 50 and max(len(p) for p in passes) < 100  # minute by minute, not in one batch
+    assert ctx.state.get("dreambot:ingest_heartbeat") is not None
+
