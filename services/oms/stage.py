@@ -4,8 +4,12 @@ Before its first event (and while book and venue disagree) the stage has the Ord
 with the venue (:meth:`~services.oms.engine.OrderManager.check_venue`); adopted orders' events are
 routed like any others.
 
-Session closes are detected from event time (the first event at or after a session's close), so
-expiring contracts settle at the close in a replay exactly as they would live.
+Session closes are detected from event time, so expiring contracts settle at the close in a replay
+exactly as they would live. Settlement uses the underlying's last print at or before the close (13:00
+on early-close days): an event stamped exactly at the close (the last regular-hours bar's vector and
+its chain, both stamped at the bar's end) still counts, and the session settles on the first event
+after the close, before that event's own price is recorded, or at the end of the data once event time
+has reached the close.
 """
 
 from __future__ import annotations
@@ -53,10 +57,11 @@ class OmsStage:
                 out.append(Output(topics.EXECUTIONS, e.underlying, e))
         return out
 
-    def _session_edge(self, ts: int) -> list[Event]:
-        """Settle at the close once event time reaches it; then track the next session."""
+    def _session_edge(self, ts: int, *, end_of_data: bool = False) -> list[Event]:
+        """Settle at the close once event time passes it (or reaches it at the end of the data); then
+        track the next session."""
         events: list[Event] = []
-        if self._close_ns is not None and ts >= self._close_ns:
+        if self._close_ns is not None and (ts > self._close_ns or (end_of_data and ts >= self._close_ns)):
             events.extend(self.manager.on_session_close(self._close_ns, dict(self._last_px)))
             self._close_ns = None
         if self._close_ns is None:
@@ -91,4 +96,4 @@ class OmsStage:
 
     def finish(self, now_ns: int) -> list[Output]:
         """End of data: settle a session whose close has passed; open positions stay open."""
-        return self._route(self._session_edge(now_ns))
+        return self._route(self._session_edge(now_ns, end_of_data=True))
