@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Final
 
 KILL_SWITCH: Final = "dreambot:kill_switch"  # shared_state.KillSwitchState {engaged, reason, ts, source}
+KILL_SWITCH_AUDIT: Final = "dreambot:kill_switch_audit"  # stream of shared_state.KillSwitchAudit (who, when, why)
 INGEST_HEARTBEAT: Final = "dreambot:ingest_heartbeat"  # shared_state.IngestHeartbeat {ts, seq}
 OMS_METRICS_STREAM: Final = "dreambot:oms_metrics"  # overridable with OMS_METRIC_STREAM
 POSITIONS: Final = "dreambot:positions"  # shared_state.OmsSnapshot: the OMS's orders and positions

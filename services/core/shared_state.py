@@ -5,6 +5,8 @@ drift apart and every reader is exactly as lenient as every other:
 
 - ``keys.KILL_SWITCH``: :class:`KillSwitchState`, written by risk, the operator and the console,
   read by all three;
+- ``keys.KILL_SWITCH_AUDIT``: a stream of :class:`KillSwitchAudit`, one entry per engage or release
+  asked for at the console (written or refused: who, when, why), read by the console;
 - ``keys.INGEST_HEARTBEAT``: :class:`IngestHeartbeat`, written by the ingest, read by risk and the
   console;
 - ``keys.POSITIONS``: :class:`OmsSnapshot` (:class:`OrderLegState`, :class:`PositionState`), written
@@ -79,6 +81,25 @@ class _KillSwitchWire(msgspec.Struct, frozen=True):
 
 
 RELEASED: Final = KillSwitchState(False)
+
+AuditAction = Literal["engage", "release"]
+AuditOutcome = Literal["written", "refused"]
+
+
+class KillSwitchAudit(msgspec.Struct, frozen=True):
+    """One engage or release asked for by a person: who (``user``, ``role``), when (``ts``, ns), why
+    (``why``, their words), what happened (``outcome``; ``detail`` says why a refusal was refused), the
+    flag's ``reason`` written or found, and the writer (``source``, e.g. ``console``)."""
+
+    ts: Nanos
+    action: AuditAction
+    outcome: AuditOutcome
+    user: str
+    role: str
+    why: str
+    reason: str = ""
+    detail: str = ""
+    source: str = ""
 
 # --- the ingest heartbeat ----------------------------------------------------------------------
 
@@ -176,7 +197,7 @@ class FlattenAck(msgspec.Struct, frozen=True):
     ts: Nanos
 
 
-SharedValue = KillSwitchState | IngestHeartbeat | OmsSnapshot | FlattenRequest | FlattenAck
+SharedValue = KillSwitchState | KillSwitchAudit | IngestHeartbeat | OmsSnapshot | FlattenRequest | FlattenAck
 
 # --- codecs ------------------------------------------------------------------------------------
 
@@ -184,6 +205,7 @@ T = TypeVar("T")
 
 _ENCODER: Final = msgspec.json.Encoder()
 _KILL_SWITCH: Final = msgspec.json.Decoder(_KillSwitchWire)
+_KILL_SWITCH_AUDIT: Final = msgspec.json.Decoder(KillSwitchAudit)
 _HEARTBEAT: Final = msgspec.json.Decoder(IngestHeartbeat)
 _OMS_SNAPSHOT: Final = msgspec.json.Decoder(OmsSnapshot)
 _FLATTEN_REQUEST: Final = msgspec.json.Decoder(FlattenRequest)
@@ -213,6 +235,11 @@ def decode_kill_switch(raw: bytes | str) -> KillSwitchState:
         ts=wire.ts,
         source=wire.source or OPERATOR,
     )
+
+
+def decode_kill_switch_audit(raw: bytes | str) -> KillSwitchAudit:
+    """One entry of the ``keys.KILL_SWITCH_AUDIT`` stream."""
+    return _decode(_KILL_SWITCH_AUDIT, raw, keys.KILL_SWITCH_AUDIT)
 
 
 def decode_heartbeat(raw: bytes | str) -> IngestHeartbeat:

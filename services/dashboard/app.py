@@ -5,12 +5,22 @@ out), so tests call them without a browser; :func:`build_app` lays the page out 
 methods to Dash callbacks. Data comes from injected sources (:mod:`services.dashboard.sources`).
 
 Refresh: a ``dcc.Interval`` re-reads Redis and Prometheus every ``refresh_s`` (and once on load).
-The kill switch buttons only arm an action; nothing is written until the trader confirms it.
+
+Kill switch: every request has passed :class:`~services.dashboard.access.AccessGuard` (signed in,
+same origin, CSRF token), and the callback acts for :func:`~services.dashboard.access.current_actor`.
+Engage and Release only arm an action, kept on the server for the signed-in session
+(:class:`~services.dashboard.kill_switch.Confirmations`) together with the person's reason; Confirm
+writes the flag only if that session armed it, within the confirmation window, the flag has not
+changed since, and the actor is an operator. A ``DailyLossLimit`` engagement is not released before
+the next session. Every confirmed or refused engage/release is appended to the audit stream
+(:data:`services.core.keys.KILL_SWITCH_AUDIT`: who, when, why, outcome) and logged, and the newest
+entries are shown under the kill switch.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +31,12 @@ from typing import Any, Final
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, ctx, dcc, html
 
-from services.core import keys
+from services.core import keys, shared_state
+from services.core.calendar import MarketCalendar, default_calendar
+from services.core.shared_state import AuditAction, KillSwitchAudit
+from services.dashboard.access import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, LOGOUT_PATH, AccessGuard, current_actor
+from services.dashboard.auth import Actor
+from services.dashboard.kill_switch import Armed, Confirmations, release_refusal
 from services.dashboard.sources import (
     MANUAL,
     NS_PER_S,
@@ -39,8 +54,11 @@ from services.dashboard.sources import (
     Unavailable,
     fetch_panels,
     finite,
+    safe_reason,
     series_name,
 )
+
+log = logging.getLogger("dreambot.dashboard")
 
 # Component ids (the integration test finds elements by these).
 REFRESH: Final = "refresh"
@@ -53,8 +71,10 @@ KS_CANCEL: Final = "ks-cancel"
 KS_CONFIRM_BAR: Final = "ks-confirm-bar"
 KS_PROMPT: Final = "ks-prompt"
 KS_RESULT: Final = "ks-result"
-KS_PENDING: Final = "ks-pending"
+KS_WHY: Final = "ks-why"
 KS_WRITTEN: Final = "ks-written"
+KS_AUDIT: Final = "ks-audit"
+WHO: Final = "who"
 HEARTBEAT: Final = "heartbeat"
 PNL: Final = "pnl"
 POSITIONS: Final = "positions"
@@ -63,6 +83,8 @@ OMS_METRICS: Final = "oms-metrics"
 
 ENGAGE: Final = "engage"
 RELEASE: Final = "release"
+WHY_MIN: Final = 3
+WHY_MAX: Final = 200
 
 HIDDEN: Final[dict[str, str]] = {"display": "none"}
 SHOWN: Final[dict[str, str]] = {"display": "block"}
@@ -92,6 +114,9 @@ button { font-size: 14px; padding: 6px 12px; margin-right: 8px; border-radius: 4
          cursor: pointer; }
 button.danger { background: #b00020; color: #fff; border-color: #b00020; }
 button.ok { background: #1b7f3b; color: #fff; border-color: #1b7f3b; }
+input.why { font-size: 14px; padding: 5px 6px; width: 100%; box-sizing: border-box; margin-bottom: 8px; }
+button:disabled { opacity: .45; cursor: not-allowed; }
+header form { display: inline; } header button { font-size: 12px; padding: 2px 8px; margin-left: 8px; }
 .confirm { background: #fff4e0; border: 1px solid #e0a040; padding: 10px; border-radius: 6px; margin-top: 8px; }
 """
 
@@ -212,6 +237,8 @@ class ConsoleConfig:
     window_s: float = 1800.0
     redis_display: str = ""
     prometheus_display: str = ""
+    confirm_ttl_s: float = 60.0
+    audit_shown: int = 20
 
     @property
     def step_s(self) -> float:
@@ -231,6 +258,7 @@ class StateView:
     orders: Any
     oms_metrics: Any
     updated: str
+    audit: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,9 +272,8 @@ class PanelView:
 
 @dataclass(frozen=True, slots=True)
 class KillSwitchStep:
-    """What one kill-switch button press leads to."""
+    """What one kill-switch button press leads to (``written``: the flag's ts when one was written)."""
 
-    pending: str | None
     confirm_style: dict[str, str]
     prompt: str
     result: Any
@@ -262,11 +289,17 @@ class Console:
     prometheus: PrometheusSource
     panels: tuple[PromPanel, ...] = PANELS
     clock_ns: Callable[[], int] = field(default=time.time_ns)
+    calendar: Callable[[], MarketCalendar] = field(default=default_calendar)
+    confirmations: Confirmations = field(init=False)
+    csrf_token: Callable[[str], str] | None = None  # the session's CSRF token (set by build_app)
+
+    def __post_init__(self) -> None:
+        self.confirmations = Confirmations(self.config.confirm_ttl_s, self.clock_ns)
 
     # -- Redis panels -------------------------------------------------------------------------------
 
     def refresh_state(self) -> StateView:
-        snap: RedisSnapshot = self.state.snapshot()
+        snap: RedisSnapshot = self.state.snapshot(self.config.audit_shown)
         heartbeat, heartbeat_class = self.render_heartbeat(snap.heartbeat)
         book = snap.book
         return StateView(
@@ -278,6 +311,7 @@ class Console:
             orders=self.render_orders(book),
             oms_metrics=self.render_oms_metrics(snap.oms_metrics),
             updated=f"updated {utc(self.clock_ns())}",
+            audit=self.render_audit(snap.audit),
         )
 
     @staticmethod
@@ -295,6 +329,23 @@ class Console:
             seen = f"engaged ({oms.reason})" if oms.engaged else "released"
             parts.append(html.Div(f"OMS sees: {seen}", className="muted"))
         return parts
+
+    @staticmethod
+    def render_audit(entries: list[KillSwitchAudit | Unavailable] | Unavailable) -> Any:
+        if isinstance(entries, Unavailable):
+            return unavailable(entries)
+        if not entries:
+            return html.Div("no engage or release asked for at the console yet", className="muted")
+        rows: list[dict[str, Any]] = []
+        for e in entries:
+            if isinstance(e, Unavailable):
+                rows.append({"when": "?", "detail": str(e)})
+                continue
+            rows.append({"when": utc(e.ts), "who": f"{e.user} ({e.role})", "action": e.action,
+                         "outcome": e.outcome, "why": e.why, "reason": e.reason or "—", "detail": e.detail})
+        columns = (("When", "when"), ("Who", "who"), ("Action", "action"), ("Outcome", "outcome"),
+                   ("Why", "why"), ("Flag reason", "reason"), ("Detail", "detail"))
+        return table(columns, rows, "ks-audit-table")
 
     @staticmethod
     def render_heartbeat(beat: HeartbeatView | Unavailable | None) -> tuple[Any, str]:
@@ -397,39 +448,102 @@ class Console:
 
     # -- kill switch ---------------------------------------------------------------------------------
 
-    def kill_switch_action(self, trigger: str | None, pending: str | None) -> KillSwitchStep:
-        """Engage/release only arm an action; confirm writes the flag; cancel disarms."""
-        session = self.config.session
-        if trigger == KS_ENGAGE:
-            prompt = (f"Engage the kill switch for session {session}? Risk refuses every new entry; the OMS "
-                      "cancels working orders and flattens open positions.")
-            return KillSwitchStep(ENGAGE, SHOWN, prompt, "")
-        if trigger == KS_RELEASE:
-            prompt = f"Release the kill switch for session {session}? Risk accepts new entries again."
-            try:
-                current = self.state.kill_switch()
-            except SourceError:
-                current = None
-            if current is not None and current.engaged and current.reason != MANUAL:
-                prompt += f" It was engaged for {current.reason}."
-            return KillSwitchStep(RELEASE, SHOWN, prompt, "")
+    def kill_switch_action(self, trigger: str | None, actor: Actor | None, why: str | None = None) -> KillSwitchStep:
+        """Engage/release arm an action for the actor's session (with their reason); Confirm writes
+        what that session armed; Cancel disarms. Only operators act; every confirmed or refused
+        engage/release is audited."""
+        if actor is None:  # the guard lets no such request through; never act for nobody
+            return KillSwitchStep(HIDDEN, "", "Sign in first: nothing was written.")
+        if trigger in (KS_ENGAGE, KS_RELEASE):
+            return self._arm(ENGAGE if trigger == KS_ENGAGE else RELEASE, actor, why)
         if trigger == KS_CANCEL:
-            return KillSwitchStep(None, HIDDEN, "", "Canceled: nothing was written.")
-        if trigger == KS_CONFIRM and pending in (ENGAGE, RELEASE):
-            return self._write(pending == ENGAGE)
-        return KillSwitchStep(None, HIDDEN, "", "Nothing to confirm: press Engage or Release first.")
+            self.confirmations.cancel(actor.sid)
+            return KillSwitchStep(HIDDEN, "", "Canceled: nothing was written.")
+        if trigger == KS_CONFIRM:
+            armed = self.confirmations.take(actor.sid)
+            if armed is None:
+                return KillSwitchStep(HIDDEN, "", "Nothing to confirm: press Engage or Release first "
+                                                  f"(an armed action lapses after {self.config.confirm_ttl_s:g} s).")
+            return self._confirm(armed, actor)
+        return KillSwitchStep(HIDDEN, "", "")
 
-    def _write(self, engage: bool) -> KillSwitchStep:
-        verb = "engaged" if engage else "released"
+    def _arm(self, action: AuditAction, actor: Actor, why: str | None) -> KillSwitchStep:
+        session = self.config.session
+        text = " ".join((why or "").split())
+        if not actor.can_act:
+            return self._refused(action, actor, text, "", f"{actor.name} is a viewer: viewers cannot "
+                                 f"{action} the kill switch.")
+        if not WHY_MIN <= len(text) <= WHY_MAX:
+            return KillSwitchStep(HIDDEN, "", f"Say why first ({WHY_MIN}-{WHY_MAX} characters): the reason is "
+                                              "recorded with your name. Nothing was written.")
         try:
             current = self.state.kill_switch()
-            if current.engaged == engage:
-                return KillSwitchStep(None, HIDDEN, "", f"Already {verb}: nothing was written.")
+        except SourceError as exc:
+            return KillSwitchStep(HIDDEN, "", unavailable(Unavailable(f"{exc} — nothing was written")))
+        if current.engaged == (action == ENGAGE):
+            return KillSwitchStep(HIDDEN, "", f"Already {action}d: nothing was written.")
+        if action == ENGAGE:
+            prompt = (f"Engage the kill switch for session {session}? Risk refuses every new entry; the OMS "
+                      "cancels working orders and flattens open positions.")
+        else:
+            refusal = release_refusal(current, self.clock_ns(), self.calendar())
+            if refusal is not None:
+                return self._refused(action, actor, text, current.reason, refusal)
+            prompt = f"Release the kill switch for session {session}? Risk accepts new entries again."
+            if current.reason and current.reason != MANUAL:
+                prompt += f" It was engaged for {current.reason}."
+        self.confirmations.arm(actor.sid, Armed(action, text, self.clock_ns(), current))
+        prompt += f" Reason recorded: “{text}”. Confirm within {self.config.confirm_ttl_s:g} s."
+        return KillSwitchStep(SHOWN, prompt, "")
+
+    def _confirm(self, armed: Armed, actor: Actor) -> KillSwitchStep:
+        action = armed.action
+        if not actor.can_act:  # the role is looked up per request: it may have changed since arming
+            return self._refused(action, actor, armed.why, "", f"{actor.name} is a viewer now: nothing was written.")
+        try:
+            current = self.state.kill_switch()
+        except SourceError as exc:
+            return KillSwitchStep(HIDDEN, "", unavailable(Unavailable(f"{exc} — nothing was written")))
+        if current != armed.flag:
+            return self._refused(action, actor, armed.why, current.reason,
+                                 "The kill switch changed since you armed this: nothing was written; look "
+                                 "again and press Engage or Release anew.")
+        if action == RELEASE:
+            refusal = release_refusal(current, self.clock_ns(), self.calendar())
+            if refusal is not None:
+                return self._refused(action, actor, armed.why, current.reason, refusal)
+        engage = action == ENGAGE
+        try:
             payload = self.state.set_kill_switch(engage)
         except SourceError as exc:
-            return KillSwitchStep(None, HIDDEN, "", unavailable(Unavailable(f"{exc} — nothing was written")))
-        ts = int(json.loads(payload)["ts"])
-        return KillSwitchStep(None, HIDDEN, "", f"Kill switch {verb} at {utc(ts)}.", written=ts)
+            return KillSwitchStep(HIDDEN, "", unavailable(Unavailable(f"{exc} — nothing was written")))
+        written = shared_state.decode_kill_switch(payload)
+        flag_reason = written.reason if engage else current.reason
+        entry = KillSwitchAudit(written.ts, action, "written", actor.name, actor.role, armed.why, flag_reason,
+                                "", written.source)
+        note = self._audit(entry)
+        result: Any = f"Kill switch {action}d at {utc(written.ts)}."
+        if note:
+            result = [html.Div(result), unavailable(Unavailable(note))]
+        return KillSwitchStep(HIDDEN, "", result, written=written.ts)
+
+    def _refused(self, action: AuditAction, actor: Actor, why: str, reason: str, detail: str) -> KillSwitchStep:
+        entry = KillSwitchAudit(self.clock_ns(), action, "refused", actor.name, actor.role, why, reason, detail,
+                                "console")
+        note = self._audit(entry)
+        return KillSwitchStep(HIDDEN, "", detail + (f" ({note})" if note else ""))
+
+    def _audit(self, entry: KillSwitchAudit) -> str:
+        """Log ``entry`` and append it to the audit stream; a non-empty answer says the append failed."""
+        log.info("kill switch audit", extra={
+            "action": entry.action, "outcome": entry.outcome, "user": entry.user, "role": entry.role,
+            "why": entry.why, "reason": entry.reason, "detail": entry.detail, "session": self.config.session})
+        try:
+            self.state.append_audit(entry)
+        except SourceError as exc:
+            log.error("kill switch audit not stored", extra={"error": str(exc)})
+            return safe_reason(f"the audit entry could not be stored: {exc}")
+        return ""
 
 
 # --- the Dash app ----------------------------------------------------------------------------------
@@ -449,8 +563,20 @@ def _prom_card(panel: PromPanel) -> html.Div:
     ], className="card", id=f"prom-{panel.key}")
 
 
-def layout(console: Console) -> html.Div:
-    """The page: header, kill switch / heartbeat / PnL, book, Prometheus charts, OMS metrics stream."""
+def _who(console: Console, actor: Actor | None) -> list[Any]:
+    """Who is signed in, with a Sign out button (a form POST carrying the session's CSRF token)."""
+    if actor is None:
+        return []
+    token = console.csrf_token(actor.sid) if console.csrf_token is not None else ""
+    return [html.Span(f"signed in as {actor.name} ({actor.role})"),
+            html.Form([dcc.Input(type="hidden", name=CSRF_FIELD, value=token),
+                       html.Button("Sign out", type="submit", id="sign-out")],
+                      action=LOGOUT_PATH, method="post")]
+
+
+def layout(console: Console, actor: Actor | None = None) -> html.Div:
+    """The page: header, kill switch / heartbeat / PnL, book, Prometheus charts, OMS metrics stream,
+    kill-switch audit. A viewer (or nobody) sees the kill-switch controls disabled."""
     cfg = console.config
     where = [f"session {cfg.session}"]
     if cfg.redis_display:
@@ -458,53 +584,60 @@ def layout(console: Console) -> html.Div:
     if cfg.prometheus_display:
         where.append(f"Prometheus {cfg.prometheus_display}")
     where.append(f"refresh every {cfg.refresh_s:g} s")
+    locked = actor is None or not actor.can_act
     buttons = [
-        html.Button("Engage kill switch", id=KS_ENGAGE, className="danger", n_clicks=0),
-        html.Button("Release kill switch", id=KS_RELEASE, n_clicks=0),
+        dcc.Input(id=KS_WHY, type="text", className="why", maxLength=WHY_MAX, debounce=False, disabled=locked,
+                  placeholder="Why? (recorded with your name)" if not locked else "read-only: viewers cannot act"),
+        html.Button("Engage kill switch", id=KS_ENGAGE, className="danger", n_clicks=0, disabled=locked),
+        html.Button("Release kill switch", id=KS_RELEASE, n_clicks=0, disabled=locked),
         html.Div([
             html.Div(id=KS_PROMPT),
-            html.Div([html.Button("Confirm", id=KS_CONFIRM, className="danger", n_clicks=0),
+            html.Div([html.Button("Confirm", id=KS_CONFIRM, className="danger", n_clicks=0, disabled=locked),
                       html.Button("Cancel", id=KS_CANCEL, n_clicks=0)], style={"marginTop": "8px"}),
         ], id=KS_CONFIRM_BAR, className="confirm", style=HIDDEN),
         html.Div(id=KS_RESULT, className="muted", style={"marginTop": "6px"}),
     ]
     return html.Div([
         html.Header([html.H1(f"DreamBot · {cfg.session}"), html.Div(" · ".join(where), className="where"),
-                     html.Div(id=UPDATED, className="where")]),
+                     html.Div(id=UPDATED, className="where"),
+                     html.Div(_who(console, actor), id=WHO, className="where")]),
         html.Main([
             html.Div([
                 _card("Kill switch", KS_STATUS, extra=[html.Div(buttons, style={"marginTop": "10px"})]),
                 _card("Ingest heartbeat", HEARTBEAT),
                 _card("PnL", PNL),
             ], className="row"),
+            html.Div([_card("Kill switch audit (newest first)", KS_AUDIT)], className="row"),
             html.Div([_card("Open positions", POSITIONS), _card("Working orders", ORDERS)], className="row"),
             html.Div([_prom_card(p) for p in console.panels], className="row"),
             html.Div([_card("OMS metrics stream (newest first)", OMS_METRICS)], className="row"),
         ]),
         dcc.Interval(id=REFRESH, interval=max(250, int(cfg.refresh_s * 1000)), n_intervals=0),
-        dcc.Store(id=KS_PENDING, data=None),
         dcc.Store(id=KS_WRITTEN, data=None),
     ])
 
 
-def build_app(console: Console) -> Dash:
-    """The Dash app for ``console``: the layout plus three callbacks (Redis panels, Prometheus panels,
-    kill switch), each a thin wrapper over a :class:`Console` method."""
+def build_app(console: Console, access: AccessGuard) -> Dash:
+    """The Dash app for ``console`` behind ``access`` (sign-in, Host/Origin and CSRF checks on every
+    request): the layout (per request, for the signed-in actor) plus three callbacks (Redis panels,
+    Prometheus panels, kill switch), each a thin wrapper over a :class:`Console` method."""
     app = Dash(__name__, title=f"DreamBot · {console.config.session}", update_title="",
-               serve_locally=True, compress=False)
+               serve_locally=True, compress=False, csrf_token_name=CSRF_COOKIE, csrf_header_name=CSRF_HEADER)
     app.index_string = _INDEX
-    app.layout = layout(console)
+    access.install(app.server)
+    console.csrf_token = access.policy.signer.csrf_token
+    app.layout = lambda: layout(console, current_actor())
 
     @app.callback(
         Output(KS_STATUS, "children"), Output(HEARTBEAT, "children"), Output(f"{HEARTBEAT}-card", "className"),
         Output(PNL, "children"), Output(POSITIONS, "children"), Output(ORDERS, "children"),
-        Output(OMS_METRICS, "children"), Output(UPDATED, "children"),
+        Output(OMS_METRICS, "children"), Output(UPDATED, "children"), Output(KS_AUDIT, "children"),
         Input(REFRESH, "n_intervals"), Input(KS_WRITTEN, "data"),
     )
     def _refresh_state(_n: int | None, _written: int | None) -> tuple[Any, ...]:
         v = console.refresh_state()
         return (v.kill_switch, v.heartbeat, v.heartbeat_class, v.pnl, v.positions, v.orders, v.oms_metrics,
-                v.updated)
+                v.updated, v.audit)
 
     prom_outputs = [o for p in console.panels for o in (
         Output(f"prom-{p.key}-graph", "figure"), Output(f"prom-{p.key}-graph", "style"),
@@ -516,18 +649,19 @@ def build_app(console: Console) -> Dash:
         return tuple(x for p in console.panels for x in (views[p.key].figure, views[p.key].graph_style,
                                                          views[p.key].values))
 
+    # The armed action lives on the server (console.confirmations), never in the page: the only
+    # client-supplied value the callback reads is the person's reason text.
     @app.callback(
-        Output(KS_PENDING, "data"), Output(KS_CONFIRM_BAR, "style"), Output(KS_PROMPT, "children"),
-        Output(KS_RESULT, "children"), Output(KS_WRITTEN, "data"),
+        Output(KS_CONFIRM_BAR, "style"), Output(KS_PROMPT, "children"), Output(KS_RESULT, "children"),
+        Output(KS_WRITTEN, "data"),
         Input(KS_ENGAGE, "n_clicks"), Input(KS_RELEASE, "n_clicks"), Input(KS_CONFIRM, "n_clicks"),
-        Input(KS_CANCEL, "n_clicks"), State(KS_PENDING, "data"), State(KS_WRITTEN, "data"),
+        Input(KS_CANCEL, "n_clicks"), State(KS_WHY, "value"), State(KS_WRITTEN, "data"),
         prevent_initial_call=True,
     )
-    def _kill_switch(_e: int, _r: int, _c: int, _x: int, pending: str | None,
-                     written: int | None) -> tuple[Any, ...]:
+    def _kill_switch(_e: int, _r: int, _c: int, _x: int, why: Any, written: Any) -> tuple[Any, ...]:
         trigger = ctx.triggered_id if isinstance(ctx.triggered_id, str) else None
-        step = console.kill_switch_action(trigger, pending)
-        return (step.pending, step.confirm_style, step.prompt, step.result,
+        step = console.kill_switch_action(trigger, current_actor(), why if isinstance(why, str) else None)
+        return (step.confirm_style, step.prompt, step.result,
                 step.written if step.written is not None else written)
 
     return app

@@ -11,8 +11,9 @@ injectable (an ``httpx.Client`` with a mock transport in tests). Credentials in 
 
 Redis: the OMS positions snapshot (:data:`services.core.keys.POSITIONS`), the kill-switch flag
 (:data:`~services.core.keys.KILL_SWITCH`), the ingest heartbeat
-(:data:`~services.core.keys.INGEST_HEARTBEAT`) and the OMS metrics stream
-(:data:`~services.core.keys.OMS_METRICS_STREAM`), read through any :class:`StateStore`. The first three
+(:data:`~services.core.keys.INGEST_HEARTBEAT`), the OMS metrics stream
+(:data:`~services.core.keys.OMS_METRICS_STREAM`) and the kill-switch audit stream
+(:data:`~services.core.keys.KILL_SWITCH_AUDIT`, written here too), read through any :class:`StateStore`. The first three
 are decoded by :mod:`services.core.shared_state`, the parser risk and the operator use too.
 """
 
@@ -32,7 +33,7 @@ import msgspec
 from services.core import keys, shared_state
 from services.core.logs import redact
 from services.core.shared_state import MANUAL as MANUAL  # re-exported for the app
-from services.core.shared_state import KillSwitchState, OmsKillSwitch, SharedStateError
+from services.core.shared_state import KillSwitchAudit, KillSwitchState, OmsKillSwitch, SharedStateError
 from services.core.state import StateError, StateStore, StateUnavailable
 
 T = TypeVar("T")
@@ -296,6 +297,7 @@ class RedisSnapshot:
     heartbeat: HeartbeatView | Unavailable | None
     book: BookView | Unavailable | None
     oms_metrics: list[Mapping[str, Any]] | Unavailable = field(default_factory=list)
+    audit: list[KillSwitchAudit | Unavailable] | Unavailable = field(default_factory=list)
 
 
 def _decode(decode: Callable[[bytes], T], raw: bytes) -> T:
@@ -348,6 +350,14 @@ def parse_stream_entry(raw: bytes) -> Mapping[str, Any]:
     if not isinstance(doc, dict):
         return {"entry": safe_reason(json.dumps(doc))}
     return dict(redact(doc))
+
+
+def parse_audit_entry(raw: bytes) -> KillSwitchAudit | Unavailable:
+    """One kill-switch audit entry, or Unavailable saying why it cannot be read."""
+    try:
+        return shared_state.decode_kill_switch_audit(raw)
+    except SharedStateError as exc:
+        return Unavailable(safe_reason(str(exc)))
 
 
 def kill_switch_payload(engaged: bool, ts_ns: int, reason: str = MANUAL) -> bytes:
@@ -403,17 +413,28 @@ class SessionSource:
         raws = self._call(lambda s: s.read(keys.OMS_METRICS_STREAM, self.stream_count))
         return [parse_stream_entry(r) for r in reversed(raws)]
 
-    def snapshot(self) -> RedisSnapshot:
+    def audit(self, count: int = 20) -> list[KillSwitchAudit | Unavailable]:
+        """The newest kill-switch audit entries, newest first."""
+        raws = self._call(lambda s: s.read(keys.KILL_SWITCH_AUDIT, count))
+        return [parse_audit_entry(r) for r in reversed(raws)]
+
+    def append_audit(self, entry: KillSwitchAudit) -> None:
+        """Add ``entry`` to the session's kill-switch audit stream (capped at 10 000 entries)."""
+        payload = shared_state.encode(entry)
+        self._call(lambda s: s.append(keys.KILL_SWITCH_AUDIT, payload, 10_000))
+
+    def snapshot(self, audit_count: int = 20) -> RedisSnapshot:
         """One refresh. If the store is unreachable on the first read, every part carries that reason
         (no further reads, so an outage costs one timeout, not four)."""
         try:
             first: KillSwitchView | Unavailable = self.kill_switch()
         except SourceUnreachableError as exc:
             down = Unavailable(str(exc))
-            return RedisSnapshot(down, down, down, down)
+            return RedisSnapshot(down, down, down, down, down)
         except SourceError as exc:
             first = Unavailable(str(exc))
-        return RedisSnapshot(first, guard(self.heartbeat), guard(self.book), guard(self.oms_metrics))
+        return RedisSnapshot(first, guard(self.heartbeat), guard(self.book), guard(self.oms_metrics),
+                             guard(lambda: self.audit(audit_count)))
 
     def set_kill_switch(self, engaged: bool, reason: str = MANUAL) -> bytes:
         """Write the flag (engaged or released by the console) and return the bytes written."""
