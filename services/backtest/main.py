@@ -81,6 +81,8 @@ def run_backtest(
         orders=len(record.orders),
         risk_rejections=len(record.rejections),
         risk_rejections_by_rule=refusals_by_rule(record),
+        entries_expired=len(session.oms.entries_expired),
+        flattened_before_close=len(session.oms.flattened_at_close),
         fills=len(record.fills),
         rejected_rows={s: r.to_dict()["counts"] for s, r in data.reports.items()},
         sessions=[d.isoformat() for d in data.session_dates],
@@ -260,6 +262,8 @@ def report_lines(result: BacktestResult) -> list[str]:
              f"{s['unrealized_pnl']:.2f} (net pnl with open positions {s['net_pnl_with_open']:.2f})"]
     refused = ", ".join(f"{rule} {n}" for rule, n in s["risk_rejections_by_rule"].items()) or "none"
     lines.append(f"  risk refused {s['risk_rejections']} intent(s): {refused}")
+    lines.append(f"  session rules: {s['entries_expired']} entr(y/ies) expired unfilled at the playbook's TTL, "
+                 f"{s['flattened_before_close']} bracket(s) flattened before the close")
     lines += [f"    {p['contract']} x{p['quantity']} {p['playbook']} entered {p['entry_time']} at "
               f"{p['entry_price']:.2f}, mark {p['mark']:.2f}" for p in result.open_positions]
     lines += [f"  option prices: {prices['source']} ({prices['detail']}); {prices['vol_rule']}",

@@ -138,6 +138,11 @@ class SignalIntent(Event, frozen=True, tag="intent"):
     stop_loss: Price
     reason: str
     features: dict[str, float] = {}
+    # Session rules of the playbook, in event time: the entry may fill at or before entry_expires_ts
+    # (signal + the playbook's TTL, never past the session's close) and the bracket is flattened at
+    # flatten_ts (minutes before the close; None: the playbook holds overnight). None: no such rule.
+    entry_expires_ts: Nanos | None = None
+    flatten_ts: Nanos | None = None
 
 
 class OrderRequest(Event, frozen=True, tag="order_request"):
@@ -153,6 +158,10 @@ class OrderRequest(Event, frozen=True, tag="order_request"):
     take_profit: Price
     stop_loss: Price
     playbook: Symbol = "manual"
+    # The intent's session rules (see SignalIntent): the OMS cancels an entry still working after
+    # entry_expires_ts and flattens the bracket at flatten_ts.
+    entry_expires_ts: Nanos | None = None
+    flatten_ts: Nanos | None = None
     # Optional underlying level that also fires the stop leg (long call/short put: underlying <= it;
     # long put/short call: >= it) when the broker enables stop_on_underlying. Added by the OMS.
     underlying_stop: Annotated[float, msgspec.Meta(gt=0.0)] | None = None

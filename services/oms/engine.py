@@ -18,6 +18,16 @@ Risk commands:
 - ``engage_kill_switch``: cancel every working order, flatten every bracket (exit reason
   ``kill_switch``) and reject new OrderRequests until ``release_kill_switch``.
 
+Session rules carried by an OrderRequest (the playbook's, see :func:`services.signals.engine.session_rules`),
+acted on in event time (:meth:`OrderManager.on_clock`). Every market-data handler expires entries
+before it works the data (a quote after a deadline never fills the entry it ended) and flattens after
+it (the flatten trades against the newest quote):
+
+- ``entry_expires_ts``: an entry still working after it is canceled (audit ``entry_expired``); a request
+  arriving after it is refused.
+- ``flatten_ts``: at it the bracket is flattened (exit reason ``session_close``): working legs canceled,
+  what it holds sold at market. A request arriving at or after it is refused.
+
 Venue reconciliation (failing closed): before the first entry, and again every
 ``tradier.reconcile_interval_secs`` of the injected clock while they disagree, :meth:`OrderManager.check_venue`
 reads the broker's :meth:`~services.oms.brokers.base.Broker.account_state`. Own live orders (DreamBot's
@@ -156,6 +166,10 @@ class OrderManager:
         self.reconciliation = Reconciliation()
         self._next_reconcile_ns: int | None = None
         self._foreign_seen: set[str] = set()
+        self._entry_due: dict[str, int] = {}  # bracket -> first ns its entry may no longer fill
+        self._flatten_due_at: dict[str, int] = {}  # bracket -> when it is flattened before the close
+        self.entries_expired: list[str] = []  # brackets whose entry the TTL ended before it filled fully
+        self.flattened_at_close: list[str] = []  # brackets flattened by their flatten_ts
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -177,10 +191,14 @@ class OrderManager:
         coid = client_id(request.id)
         out: list[Event] = self.check_venue()
         refused = f"kill switch engaged: {self.kill_switch_reason}" if self.kill_switch_engaged else None
-        refused = refused or self.entries_refused()
+        refused = refused or self.entries_refused() or self._too_late(request)
         if refused is not None:
             return out + self._process([self._entry_rejection(request, coid, refused)])
         self.book.add_bracket(request, coid)
+        if request.entry_expires_ts is not None:
+            self._entry_due[coid] = request.entry_expires_ts + 1
+        if request.flatten_ts is not None:
+            self._flatten_due_at[coid] = request.flatten_ts
         reason, context = self._intents.get(request.intent_id, ("", {}))
         self.positions.open_trade(coid, request, reason, context)
         try:
@@ -188,6 +206,56 @@ class OrderManager:
         except VenueUnavailableError as exc:  # nothing reached the venue: the entry is refused
             events = [self._entry_rejection(request, coid, str(exc))]
         return out + self._process(events)
+
+    def _too_late(self, request: OrderRequest) -> str | None:
+        now = self.clock.now_ns()
+        if request.entry_expires_ts is not None and now > request.entry_expires_ts:
+            return f"the entry expired {(now - request.entry_expires_ts) / 1e9:g} s before it reached the OMS"
+        if request.flatten_ts is not None and now >= request.flatten_ts:
+            return "the bracket's flatten time before the close has passed"
+        return None
+
+    def on_clock(self, ts: int) -> list[Event]:
+        """Event time reached ``ts``: cancel entries whose TTL passed, flatten brackets due before the close."""
+        out = self._expire_entries(ts)
+        out.extend(self._flatten_due(ts))
+        return out
+
+    def _expire_entries(self, ts: int) -> list[Event]:
+        """Before market data at ``ts`` is worked: no entry fills against a quote after its deadline."""
+        out: list[Event] = []
+        if not self._entry_due or ts < min(self._entry_due.values()):
+            return out
+        for coid, at in list(self._entry_due.items()):
+            if ts < at:
+                continue
+            del self._entry_due[coid]
+            bracket = self.book.brackets.get(coid)
+            entry = self.book.leg(bracket.entry_id) if bracket is not None else None
+            if entry is not None and not entry.is_terminal:
+                self.entries_expired.append(coid)
+                self._audit({"kind": "entry_expired", "client_order_id": coid, "ts": ts,
+                             "filled": entry.filled, "quantity": entry.quantity})
+                out.extend(self._cancel_leg(entry.order_id))
+        return out
+
+    def _flatten_due(self, ts: int) -> list[Event]:
+        """After market data at ``ts`` is worked: the flatten trades against the newest quote."""
+        out: list[Event] = []
+        if not self._flatten_due_at or ts < min(self._flatten_due_at.values()):
+            return out
+        for coid, at in list(self._flatten_due_at.items()):
+            if ts < at:
+                continue
+            del self._flatten_due_at[coid]
+            self._entry_due.pop(coid, None)
+            bracket = self.book.brackets.get(coid)
+            if bracket is None or not any(not self.book.legs[i].is_terminal for i in bracket.leg_ids()):
+                continue
+            self.flattened_at_close.append(coid)
+            self._audit({"kind": "session_flatten", "client_order_id": coid, "ts": ts})
+            out.extend(self._flatten_bracket(bracket, "session_close"))
+        return out
 
     def _entry_rejection(self, request: OrderRequest, coid: str, reason: str) -> OrderEvent:
         return OrderEvent(
@@ -285,7 +353,13 @@ class OrderManager:
             return []
 
     def on_option_quote(self, quote: OptionQuote) -> list[Event]:
-        """New quote: marks, MAE/MFE, and whatever it fills at the broker."""
+        """New quote: session rules due by its time first, then marks, MAE/MFE, and what it fills."""
+        out = self._expire_entries(quote.ts)
+        out.extend(self._on_quote(quote))
+        out.extend(self._flatten_due(quote.ts))
+        return out
+
+    def _on_quote(self, quote: OptionQuote) -> list[Event]:
         symbol = quote.symbol
         last = self._last_quote.get(symbol)
         if last is not None and (quote.ts < last.ts or quote == last):
@@ -317,8 +391,8 @@ class OrderManager:
     def on_chain(self, chain: ChainSnapshot) -> list[Event]:
         """Every quote of a chain snapshot, then its underlying price."""
         self._underlying_px[chain.underlying] = chain.underlying_price
-        out: list[Event] = []
-        on_quote = self.on_option_quote
+        out: list[Event] = self._expire_entries(chain.ts)
+        on_quote = self._on_quote
         for quote in chain.quotes:
             events = on_quote(quote)
             if events:
@@ -327,15 +401,18 @@ class OrderManager:
         return out
 
     def on_underlying(self, symbol: str, price: float, ts: int) -> list[Event]:
-        """An underlying price: underlying-triggered stops at the broker."""
+        """An underlying price: session rules due by ``ts``, then underlying-triggered stops at the broker."""
         self._underlying_px[symbol] = price
-        return self._process(self.broker.on_underlying(symbol, price, ts))
+        out = self._expire_entries(ts)
+        out.extend(self._process(self.broker.on_underlying(symbol, price, ts)))
+        out.extend(self._flatten_due(ts))
+        return out
 
     def on_features(self, features: FeatureVector) -> list[Event]:
         """Underlying ``close`` and ``atr_14``: underlying stops, then stop sync (tighten by modify)."""
         close = features.values.get("close")
         atr = features.values.get("atr_14")
-        out: list[Event] = []
+        out: list[Event] = self.on_clock(features.ts)
         if close is None or not close > 0:
             return out
         out.extend(self.on_underlying(features.symbol, close, features.ts))

@@ -208,6 +208,8 @@ class RiskEngine:
             take_profit=intent.take_profit,
             stop_loss=intent.stop_loss,
             playbook=intent.playbook,
+            entry_expires_ts=intent.entry_expires_ts,
+            flatten_ts=intent.flatten_ts,
         )
         self._last_approval[(intent.underlying, intent.playbook, intent.contract)] = now
         self._approvals.append(now)

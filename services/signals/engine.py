@@ -9,7 +9,10 @@ For each FeatureVector the enabled playbooks of its symbol are evaluated in conf
 4. only now the latest chain snapshot of the underlying is analysed (IV, greeks, probability of
    touch; costly, so once per snapshot and only when a playbook is about to fire), then the
    probability-of-touch gate and contract selection;
-5. limit price, bracket and size; a zero size means no intent.
+5. limit price, bracket and size; a zero size means no intent;
+6. session rules (:func:`session_rules`): the entry's expiry (signal + ``entry_ttl_s``, never past the
+   close) and, unless the playbook holds overnight, the flatten time (``flatten_before_close_minutes``
+   before the close, early closes included); a signal at or after the flatten time fires nothing.
 
 The intent's ``reason`` spells out every condition with its actual values, every gate passed, the
 contract choice, the bracket and the size arithmetic; ``features`` holds the values used. Ids are
@@ -23,7 +26,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from services.core.calendar import NS_PER_S, MarketCalendar, iso_ny, ny_date
+from services.core.calendar import NS_PER_S, MarketCalendar, default_calendar, iso_ny, ny_date
 from services.core.events import ChainSnapshot, FeatureVector, RegimeChange, SignalIntent
 from services.signals.contracts import (
     ContractRecord,
@@ -50,6 +53,28 @@ ChainRecords = Callable[[ChainSnapshot, int], Sequence[ContractRecord]]
 """Turns a chain snapshot into contract records as of a time (default: the options analytics)."""
 
 NS_PER_MIN = 60 * NS_PER_S
+
+
+def session_rules(pb: Playbook, ts: int, calendar: MarketCalendar) -> tuple[int, int | None] | str:
+    """``(entry_expires_ts, flatten_ts)`` of an intent at ``ts``, or why none may fire.
+
+    The entry expires at ``min(ts + entry_ttl_s, close)``; the flatten time is ``close -
+    flatten_before_close_minutes`` (None with ``hold_overnight``). Off-session (no session that day, or
+    after its close) a playbook that does not hold overnight fires nothing; one that does gets only the TTL.
+    """
+    expires = ts + int(pb.entry_ttl_s * NS_PER_S)
+    session = calendar.session(ny_date(ts))
+    if session is None or ts >= session.close_ns:
+        if pb.hold_overnight:
+            return expires, None
+        return "session: the market is closed and the playbook does not hold overnight"
+    if pb.hold_overnight:
+        return min(expires, session.close_ns), None
+    flatten = session.close_ns - int(pb.flatten_before_close_minutes * NS_PER_MIN)
+    if ts >= flatten:
+        return (f"session: flat from {iso_ny(flatten)} ({fmt(pb.flatten_before_close_minutes)} min before the "
+                "close); the playbook does not hold overnight")
+    return min(expires, session.close_ns), flatten
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +186,10 @@ class SignalEngine:
         gates, probability = context_gates(pb.gates, pb.name, ctx)
         if gates and not gates[-1].passed:
             return no(f"gate {gates[-1]}")
+        rules = session_rules(pb, ts, self._calendar or default_calendar())
+        if isinstance(rules, str):
+            return no(rules)
+        expires_ts, flatten_ts = rules
 
         chain = self._chains.get(symbol)
         if chain is None:
@@ -232,6 +261,8 @@ class SignalEngine:
             stop_loss=bracket.stop_loss,
             reason=reason,
             features=features,
+            entry_expires_ts=expires_ts,
+            flatten_ts=flatten_ts,
         )
         return Decision(pb.name, symbol, ts, reason, intent)
 

@@ -50,6 +50,12 @@ Schema (every mapping rejects unknown keys)::
         #   or   {mode: atr, take_profit_atr: 1.0, stop_loss_atr: 0.5, atr_feature: atr_14}
         sizing: {risk_per_trade_usd: 200, max_contracts: 5}
         cooldown_minutes: 15
+        entry_ttl_s: 120                              # the entry may fill this long after the signal
+        flatten_before_close_minutes: 5               # flat this long before the close (early closes too)
+        hold_overnight: false                         # true: no flatten, the bracket stays live
+
+An entry never works past the session's close, whatever its TTL; a signal at or after the flatten time
+fires nothing (it would be flattened at once).
 
 :data:`KNOWN_FEATURES` is the one list of feature names a playbook may reference.
 """
@@ -353,6 +359,14 @@ class Playbook(_Model):
     bracket: BracketRules
     sizing: SizingRules
     cooldown_minutes: float = Field(default=15.0, gt=0)
+    entry_ttl_s: float = Field(
+        default=120.0, gt=0, description="The entry may fill at most this long after its signal (and never "
+        "after the session's close); then the OMS cancels it.")
+    flatten_before_close_minutes: float = Field(
+        default=5.0, ge=0, le=390, description="The bracket is closed at market and its orders canceled this "
+        "many minutes before the session's close (13:00 on early closes).")
+    hold_overnight: bool = Field(
+        default=False, description="Keep positions and their exit orders past the close (no flatten).")
 
     @field_validator("name")
     @classmethod

@@ -196,3 +196,39 @@ def test_s3_day_not_published_yet_is_reported_then_fetched(
         s3.put_object(Bucket=flatfile_bucket.bucket, Key=key, Body=body)  # type: ignore[attr-defined]
     out = run_cli(args, flatfile_bucket.env(), tmp_path)
     assert out.returncode == 0 and "1 files written" in out.stdout and "5 already complete" in out.stdout
+
+
+def test_a_terminal_gets_a_progress_bar_and_a_pipe_plain_lines(
+    sim: PolygonSimProcess, history: History, tmp_path: Path
+) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    args = [sys.executable, "-m", "services.backtest.polygon_sync", "--symbols", "SPY", "QQQ", "--start",
+            str(history.days[-3]), "--dest", "tty"]
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a size
+    proc = subprocess.Popen(args, cwd=tmp_path, env=rest_env(sim), stdout=subprocess.PIPE, stderr=child)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(120)
+    os.close(main)
+    assert proc.returncode == 0
+    screen = b"".join(chunks).decode()
+    assert "polygon_sync: 100%" in screen and "6/6" in screen and "\r" in screen
+    assert "bars -> " not in screen
+    piped = run_cli(["services.backtest.polygon_sync", "--symbols", "SPY", "QQQ", "--start", str(history.days[-3]),
+                     "--dest", "pipe"], rest_env(sim), tmp_path)
+    lines = piped.stderr.strip().splitlines()
+    assert [ln.split(": ", 1)[0] for ln in lines[1:]] == [f"{s} {d}" for d in history.days[-3:] for s in ("SPY", "QQQ")]
+    assert "%" not in piped.stderr

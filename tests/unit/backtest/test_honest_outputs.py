@@ -35,8 +35,10 @@ def test_every_output_names_the_option_price_source(tmp_path: Path, capsys: pyte
     stdout = capsys.readouterr().out
     assert "option prices: synthetic" in stdout and "option spreads: bid/ask = Black-76" in stdout
     assert "interval 60 s (read from the data)" in stdout
+    assert "session rules: " in stdout and "bracket(s) flattened before the close" in stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["option_prices"]["source"] == "synthetic"
+    assert isinstance(summary["entries_expired"], int) and isinstance(summary["flattened_before_close"], int)
     assert "vrp 0.1" in summary["option_prices"]["vol_rule"] and summary["option_prices"]["spread_model"]
     trades = json.loads((out / "trades.json").read_text())
     assert trades and all(t["option_price_source"] == "synthetic" for t in trades)

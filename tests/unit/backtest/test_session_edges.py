@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.app.market_data import MarketData, load_market_data
+from services.app.market_data import MarketData, load_market_data, synthetic_chain_source
 from services.app.stages import build_feed
 from services.backtest.embedded import EmbeddedSession
 from services.core import topics
@@ -60,15 +60,19 @@ def shifted(bars: list[Bar], days: int) -> list[Bar]:
     return out
 
 
-def hold_to_expiry(tmp_path: Path, bars: list[Bar], entry_end: dt.datetime, strike: float) -> list[OrderEvent]:
-    """Replay ``bars``; at the bar ending ``entry_end`` a 1-lot of the 0DTE ``strike`` call is bought
-    through signals -> risk -> OMS with a bracket too wide to trigger. Its order events."""
+def hold_to_expiry(tmp_path: Path, bars: list[Bar], entry_end: dt.datetime, strike: float, *,
+                   expiry: dt.date | None = None, flatten_ts: int | None = None,
+                   session_out: list[EmbeddedSession] | None = None) -> list[OrderEvent]:
+    """Replay ``bars``; at the bar ending ``entry_end`` a 1-lot of the ``strike`` call (0DTE unless
+    ``expiry``) is bought through signals -> risk -> OMS with a bracket too wide to trigger. Its order events."""
     config = SessionConfig(symbols=("SPY",), calibration={"path": None}, config_dir=config_without_stop_sync(tmp_path),
                            playbooks={"enabled": []})
     session = EmbeddedSession(config)
     feed = build_feed(config, session.state, session.calendar, MarketData({"SPY": bars}, {}, "test"))
     entry_ns = int(entry_end.timestamp()) * NS_PER_S
-    contract = f"SPY{entry_end:%y%m%d}C{int(strike * 1000):08d}"
+    contract = f"SPY{expiry or entry_end.date():%y%m%d}C{int(strike * 1000):08d}"
+    if session_out is not None:
+        session_out.append(session)
 
     def with_intent() -> Iterator[Output]:
         chain: ChainSnapshot | None = None
@@ -82,7 +86,8 @@ def hold_to_expiry(tmp_path: Path, bars: list[Bar], entry_end: dt.datetime, stri
                 yield Output(topics.SIGNALS, "SPY", SignalIntent(
                     ts=entry_ns, id=f"SPY-test-{entry_ns}", underlying="SPY", playbook="test", contract=contract,
                     right="C", side="buy", quantity=1, limit_price=quote.ask, take_profit=round(quote.ask * 50, 2),
-                    stop_loss=0.01, reason="hold to expiry"))
+                    stop_loss=0.01, reason="hold to expiry", entry_expires_ts=entry_ns + 120 * NS_PER_S,
+                    flatten_ts=flatten_ts))
 
     record = session.run(with_intent())
     return [e for e in record.order_events if e.contract == contract]
@@ -121,3 +126,44 @@ def test_expiring_options_settle_at_the_last_print_at_or_before_the_close(
     # Nothing of this bracket is left working past the close.
     live = {e.order_id: e.status for e in events}
     assert all(s in ("filled", "canceled", "expired", "rejected") for s in live.values())
+
+
+@pytest.mark.realdata
+def test_a_day_trading_bracket_is_flat_before_the_close_and_holding_overnight_is_explicit(tmp_path: Path) -> None:
+    path = require_real(SPY_1MIN)
+    bars = [b for b in load_market_data(["SPY"], path).bars["SPY"] if ny_date(b.ts) == DAY]
+    next_day = CAL.next_session(DAY).date
+    closes = csv_closes(path, DAY)
+    strike = float(int(closes[dt.time(14, 59)]))
+    entry_end = dt.datetime.combine(DAY, dt.time(15, 0), tzinfo=NEW_YORK)
+    flatten = int(dt.datetime.combine(DAY, dt.time(15, 55), tzinfo=NEW_YORK).timestamp()) * NS_PER_S
+    contract = f"SPY{next_day:%y%m%d}C{int(strike * 1000):08d}"
+    # The 1DTE call's bid at 15:55: the chain the feed builds at the end of the 15:54 bar, rebuilt here.
+    source = synthetic_chain_source(seed=7, calendar=CAL)
+    bid = None
+    for b in bars:
+        if CAL.is_open(b.ts):
+            chain = source("SPY", b.close, b.ts + 60 * NS_PER_S)
+            if b.ts + 60 * NS_PER_S == flatten:
+                assert chain is not None
+                bid = next(q.bid for q in chain.quotes if q.symbol == contract)
+    assert bid is not None and bid > 0
+
+    sessions: list[EmbeddedSession] = []
+    events = hold_to_expiry(tmp_path / "flat", bars, entry_end, strike, expiry=next_day, flatten_ts=flatten,
+                            session_out=sessions)
+    (outcome,) = [o for o in sessions[0].record.outcomes if o.contract == contract]
+    assert (outcome.exit_reason, outcome.exit_ts, outcome.exit_price) == ("session_close", flatten, bid)
+    flat = [e for e in events if e.leg == "flatten" and e.status == "filled"]
+    assert [(e.ts, e.fill_price, e.filled_quantity) for e in flat] == [(flatten, bid, 1)]
+    # The take-profit and stop were canceled at the flatten; nothing is working or held at the close.
+    assert {e.status for e in events if e.leg in ("take_profit", "stop_loss") and e.ts == flatten} == {"canceled"}
+    assert sessions[0].oms.is_flat()
+
+    # The same bracket with no flatten time (a playbook with hold_overnight: true) is still held, and its
+    # exits still working, when the day's data ends: carrying it is the explicit choice.
+    sessions = []
+    events = hold_to_expiry(tmp_path / "hold", bars, entry_end, strike, expiry=next_day, session_out=sessions)
+    assert not [o for o in sessions[0].record.outcomes if o.contract == contract]
+    assert sessions[0].oms.positions.positions[contract].quantity == 1
+    assert {leg.leg for leg in sessions[0].oms.book.live()} == {"take_profit", "stop_loss"}
