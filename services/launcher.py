@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -38,6 +39,8 @@ from services.runtime.lockstep import ControlChannel, RoundLog, Topology
 PROG = "python -m services.launcher"
 STAGES: tuple[str, ...] = ("ingest", *STAGE_ORDER)
 DEFAULT_STORAGE = PROJECT_ROOT / "storage" / "services"
+#: Settings never written to deployment.json (the stages have them in their environment only).
+SECRET_ENV: frozenset[str] = frozenset({"DREAMBOT_APPROVAL_KEY"})
 
 
 class LaunchError(RuntimeError):
@@ -229,7 +232,7 @@ class Deployment:
 
     def save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in self.env.items() if k.startswith(("DREAMBOT_", "OMS_"))}
+        env = {k: v for k, v in self.env.items() if k.startswith(("DREAMBOT_", "OMS_")) and k not in SECRET_ENV}
         procs = {n: {"pid": p.pid, "port": p.port, "log": str(p.log)} for n, p in self.processes.items()}
         doc = {"session": self.session, "env": env, "processes": procs}
         (self.directory / "deployment.json").write_text(json.dumps(doc, indent=2), encoding="utf-8")
@@ -302,6 +305,10 @@ def up(
     if data is not None:
         base["DREAMBOT_REPLAY_SOURCE"] = str(Path(data).resolve())
     base.update(env or {})
+    # Risk signs every order it approves and the OMS checks it: one key for the deployment, the
+    # caller's (env, or DREAMBOT_APPROVAL_KEY in this environment) or a fresh random one.
+    base["DREAMBOT_APPROVAL_KEY"] = (base.get("DREAMBOT_APPROVAL_KEY") or os.environ.get("DREAMBOT_APPROVAL_KEY")
+                                     or secrets.token_hex(32))
     # Every stage process loads its SessionConfig from this environment: refuse a bad one here, once.
     load_session_config(environ=base)
     deployment = Deployment(session, directory, base)

@@ -77,14 +77,14 @@ def build_signals_service(ctx: ServiceContext) -> StageParts:
 def build_risk_service(ctx: ServiceContext) -> StageParts:
     clock = ReplayClock()
     state = ReplayableState(ctx.state, clock)
-    stage = build_risk(ctx.config, clock, state, ctx.calendar)
+    stage = build_risk(ctx.config, clock, state, ctx.calendar, services=True)
     return StageParts(stage, clock, RiskHooks(ctx.metrics, stage, state), uses_state=True)
 
 
 def build_oms_service(ctx: ServiceContext) -> StageParts:
     audit = ResumableAudit(AuditLog.from_settings(audit_settings()))
     clock = ReplayClock()
-    stage = build_oms(ctx.config, clock, ctx.calendar, audit)
+    stage = build_oms(ctx.config, clock, ctx.calendar, audit, services=True)
     writes = GuardedWrites(ctx.state, ctx.metrics)
     hooks = OmsHooks(ctx.metrics, stage.manager, audit, writes, clock)
     return StageParts(stage, clock, hooks, uses_state=True, on_close=[hooks.write_state, audit.close])

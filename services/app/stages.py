@@ -18,6 +18,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from services.app.market_data import MarketData, load_market_data, synthetic_chain_source
+from services.core.approval import ApprovalKey, ApprovalKeyError, session_approval_key
 from services.core.calendar import MarketCalendar
 from services.core.clock import Clock, ReplayClock
 from services.core.events import Bar
@@ -29,6 +30,7 @@ from services.features.stage import FeatureStage
 from services.ingest.feed import ReplayFeed, merge_bars
 from services.ingest.polygon_live import CaptureReplayFeed, LiveFeedConfig, PolygonFeedError, PolygonLiveFeed
 from services.ingest.sources import DataSourceError
+from services.oms.approval import ExecutionGate, HardLimits
 from services.oms.audit import AuditSink
 from services.oms.brokers.base import Broker
 from services.oms.brokers.paper import PaperBroker
@@ -37,7 +39,7 @@ from services.oms.config import BrokerConfig, load_broker_config
 from services.oms.engine import OrderManager
 from services.oms.fees import FeeModel
 from services.oms.stage import OmsStage
-from services.risk.config import RiskConfig, read_risk_multiplier
+from services.risk.config import RiskConfig, SizingLimits, read_risk_multiplier
 from services.risk.engine import RiskEngine
 from services.risk.event_halts import load_event_halts
 from services.risk.stage import RiskStage
@@ -274,23 +276,45 @@ def risk_multiplier(calibration: Path | None) -> float:
     return 1.0
 
 
+def approval_key(config: SessionConfig, *, services: bool = False) -> ApprovalKey:
+    """The key risk signs approved orders with and the OMS checks them by: ``approval_key``
+    (DREAMBOT_APPROVAL_KEY); required for a services-mode stage, else a random in-process key."""
+    try:
+        return session_approval_key(config.name, config.approval_key, required=services)
+    except ApprovalKeyError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def hard_limits(risk_cfg: RiskConfig) -> HardLimits:
+    """The caps the OMS re-checks: risk's, at the most the calibration multiplier can make them."""
+    most = SizingLimits.from_config(risk_cfg, risk_cfg.risk_multiplier_max)
+    return HardLimits(max_contracts_per_order=most.max_contracts_per_order,
+                      max_premium_per_symbol_usd=most.max_premium_per_symbol_usd,
+                      max_premium_total_usd=most.max_premium_total_usd,
+                      max_open_positions=risk_cfg.max_open_positions,
+                      contract_multiplier=risk_cfg.contract_multiplier)
+
+
 def build_risk(config: SessionConfig, clock: ReplayClock, state: StateStore, calendar: MarketCalendar,
-               *, engine_clock: Clock | None = None) -> RiskStage:
+               *, engine_clock: Clock | None = None, services: bool = False) -> RiskStage:
     """The risk stage. ``clock`` is advanced by the stage to each event's time; ``engine_clock`` (default
-    ``clock``) is what the engine reads as now (a wall clock for a live feed)."""
+    ``clock``) is what the engine reads as now (a wall clock for a live feed). ``services``: a stage
+    process, which must be given the session's approval key."""
     risk_cfg = session_risk(config)
     engine = RiskEngine(risk_cfg, engine_clock or clock, state, events=load_event_halts(risk_cfg),
                         calendar=calendar, risk_multiplier=risk_multiplier(config.calibration.path))
-    return RiskStage(engine, clock)
+    return RiskStage(engine, clock, approval_key(config, services=services))
 
 
 def build_oms(config: SessionConfig, clock: ReplayClock, calendar: MarketCalendar, audit: AuditSink | None = None,
-              *, engine_clock: Clock | None = None) -> OmsStage:
-    """The OMS stage with the session's broker."""
+              *, engine_clock: Clock | None = None, services: bool = False) -> OmsStage:
+    """The OMS stage with the session's broker, executing only orders that carry risk's approval and
+    fit risk's hard limits (:class:`~services.oms.approval.ExecutionGate`)."""
+    gate = ExecutionGate(approval_key(config, services=services), hard_limits(session_risk(config)))
     broker_cfg = session_broker_config(config)
     now = engine_clock or clock
     manager = OrderManager(build_broker(config, now, broker_cfg), now, broker_cfg, audit=audit)
-    return OmsStage(manager, clock, calendar)
+    return OmsStage(manager, clock, calendar, gate)
 
 
 def build_stages(config: SessionConfig, clock: ReplayClock, state: StateStore, calendar: MarketCalendar,

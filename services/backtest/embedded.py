@@ -15,6 +15,7 @@ from services.core import topics
 from services.core.bus import InProcessBus
 from services.core.calendar import MarketCalendar, default_calendar
 from services.core.clock import ReplayClock
+from services.core.dlq import InputRefusedError
 from services.core.events import (
     Event,
     FeatureVector,
@@ -94,6 +95,8 @@ class EmbeddedSession:
         self.state = state or MemoryState(prefix=config.name, now_s=lambda: self.clock.now_ns() / 1e9)
         self.bus = InProcessBus()
         self.record = SessionRecord()
+        #: Inputs a stage refused (e.g. an order without risk's approval): (stage, topic, event, why).
+        self.refused: list[tuple[str, str, Event, str]] = []
         self.stages = self._build(audit)
         for stage in self.stages:
             for topic in stage.inputs:
@@ -109,7 +112,12 @@ class EmbeddedSession:
         publish = self.bus.publish
 
         def handler(event: Event) -> None:
-            for out in stage.handle(topic, event):
+            try:
+                outputs = stage.handle(topic, event)
+            except InputRefusedError as exc:  # what services mode dead-letters
+                self.refused.append((stage.name, topic, event, exc.detail))
+                return
+            for out in outputs:
                 publish(out.topic, out.key, out.event)
 
         return handler

@@ -14,7 +14,20 @@ import msgspec
 
 DEAD_LETTER_VERSION: Final = 1
 
-Reason = Literal["decode_error", "empty_payload", "handler_error"]
+Reason = Literal["decode_error", "empty_payload", "handler_error", "refused"]
+
+
+class InputRefusedError(ValueError):
+    """A stage refuses an event it could decode (e.g. an order without risk's approval).
+
+    The transport dead-letters the message with reason ``refused`` and this ``detail`` (``rule`` names
+    the check, also the letter's ``field``) and the stage carries on: a refusal is not a failure.
+    """
+
+    def __init__(self, rule: str, detail: str) -> None:
+        super().__init__(detail)
+        self.rule = rule
+        self.detail = detail
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

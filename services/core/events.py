@@ -165,6 +165,10 @@ class OrderRequest(Event, frozen=True, tag="order_request"):
     # Optional underlying level that also fires the stop leg (long call/short put: underlying <= it;
     # long put/short call: >= it) when the broker enables stop_on_underlying. Added by the OMS.
     underlying_stop: Annotated[float, msgspec.Meta(gt=0.0)] | None = None
+    # Risk's HMAC-SHA256 over every other field (services.core.approval); the OMS executes only a
+    # request whose approval verifies. Optional and last, so the schema stays version 1: a reader
+    # that predates it ignores it, and a request without one decodes (and is refused by the OMS).
+    approval: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
 class RiskRejection(Event, frozen=True, tag="risk_rejection"):

@@ -15,8 +15,8 @@ Sources, highest first:
    when it exists): this model's fields as YAML, the way the operator renders it;
 5. ``config/*.yaml`` defaults (the broker choice of ``broker.yaml``) and the model's own defaults.
 
-Credentials (Tradier token, Polygon key) are :class:`~pydantic.SecretStr`, come from the environment
-or ``.env`` only (a session file holding one is refused) and print as ``**********``.
+Credentials (Tradier token, Polygon key, risk's approval key) are :class:`~pydantic.SecretStr`, come from
+the environment or ``.env`` only (a session file holding one is refused) and print as ``**********``.
 Every problem is one :class:`~services.core.settings.ConfigError` line naming the source.
 """
 
@@ -278,6 +278,9 @@ class SessionConfig(BaseSettings):
     calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)
     risk: RiskOverrides = Field(default_factory=RiskOverrides)
     playbooks: PlaybookSelection = Field(default_factory=PlaybookSelection)
+    approval_key: SecretStr | None = Field(
+        default=None, description="Key of risk's HMAC approval of every order (env DREAMBOT_APPROVAL_KEY only); "
+        "required in services mode, a random in-process key for an embedded session without one.")
 
     @classmethod
     def settings_customise_sources(
@@ -319,7 +322,7 @@ class SessionConfig(BaseSettings):
     def session_file_dict(self) -> dict[str, Any]:
         """This config as a session file (JSON-safe, credentials left out)."""
         data: dict[str, Any] = self.model_dump(mode="json", exclude={
-            "broker": {"access_token"}, "market_data": {"polygon": {"api_key"}}})
+            "broker": {"access_token"}, "market_data": {"polygon": {"api_key"}}, "approval_key": True})
         return data
 
 
@@ -369,10 +372,12 @@ ENV_NAMES: Final[Mapping[str, tuple[str, ...]]] = {
     "DREAMBOT_REDIS_URL": ("redis", "url"),
     "DREAMBOT_HTTP_PORT": ("http", "port"),
     "DREAMBOT_HTTP_HOST": ("http", "host"),
+    "DREAMBOT_APPROVAL_KEY": ("approval_key",),
 }
 #: Variables that name where to look rather than a field.
 LOCATOR_NAMES: Final = frozenset({"DREAMBOT_SESSION_FILE", "DREAMBOT_ENV_FILE"})
-SECRET_PATHS: Final = frozenset({("broker", "access_token"), ("market_data", "polygon", "api_key")})
+SECRET_PATHS: Final = frozenset({("broker", "access_token"), ("market_data", "polygon", "api_key"),
+                                 ("approval_key",)})
 
 Tree = dict[str, Any]
 

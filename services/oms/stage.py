@@ -17,6 +17,7 @@ from __future__ import annotations
 from services.core import topics
 from services.core.calendar import MarketCalendar, default_calendar, ny_date
 from services.core.clock import ReplayClock
+from services.core.dlq import InputRefusedError
 from services.core.events import (
     ChainSnapshot,
     Event,
@@ -30,6 +31,8 @@ from services.core.events import (
     TradeOutcome,
 )
 from services.core.stage import Output
+from services.oms.approval import ExecutionGate
+from services.oms.audit import event_record
 from services.oms.engine import OrderManager
 
 
@@ -40,9 +43,11 @@ class OmsStage:
     inputs: tuple[str, ...] = (topics.SIGNALS, topics.ORDERS, topics.RISK_COMMANDS, topics.MD_CHAIN, topics.FEATURES)
 
     def __init__(
-        self, manager: OrderManager, clock: ReplayClock | None = None, calendar: MarketCalendar | None = None
+        self, manager: OrderManager, clock: ReplayClock | None = None, calendar: MarketCalendar | None = None,
+        gate: ExecutionGate | None = None,
     ) -> None:
         self.manager = manager
+        self.gate = gate  # risk's approval and the hard limits, checked before anything else
         self._clock = clock
         self._calendar = calendar or default_calendar()
         self._close_ns: int | None = None  # close of the session being traded
@@ -71,6 +76,14 @@ class OmsStage:
         return events
 
     def handle(self, topic: str, event: Event) -> list[Output]:
+        if isinstance(event, OrderRequest) and self.gate is not None:
+            # Before the clock moves: a refused request's timestamp must not move the OMS's time.
+            refusal = self.gate.check(event, self.manager)
+            if refusal is not None:
+                if self.manager.audit is not None:
+                    self.manager.audit.write(event_record("order_refused", event, rule=refusal.rule,
+                                                          why=refusal.reason))
+                raise InputRefusedError(refusal.rule, str(refusal))
         if self._clock is not None:
             self._clock.advance_to(event.ts)
         m = self.manager

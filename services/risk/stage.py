@@ -1,5 +1,8 @@
 """The risk stage: intents in, approved OrderRequests or RiskRejections out; kill-switch commands.
 
+Every approved OrderRequest leaves carrying risk's approval (:mod:`services.core.approval`), without
+which the OMS will not execute it.
+
 Risk consumes ``risk_commands`` for manual commands (an operator's engage/release) and ignores the
 commands it published itself (ids start with ``risk:``), which it also receives on that topic.
 """
@@ -7,12 +10,14 @@ commands it published itself (ids start with ``risk:``), which it also receives 
 from __future__ import annotations
 
 from services.core import topics
+from services.core.approval import ApprovalKey
 from services.core.clock import ReplayClock
 from services.core.events import (
     Event,
     FeatureVector,
     Heartbeat,
     OrderEvent,
+    OrderRequest,
     Position,
     RiskCommand,
     SignalIntent,
@@ -32,9 +37,11 @@ class RiskStage:
         topics.SIGNALS, topics.EXECUTIONS, topics.OUTCOMES, topics.FEATURES, topics.RISK_COMMANDS,
     )
 
-    def __init__(self, engine: RiskEngine, clock: ReplayClock | None = None) -> None:
+    def __init__(self, engine: RiskEngine, clock: ReplayClock | None = None,
+                 approval_key: ApprovalKey | None = None) -> None:
         self.engine = engine
         self._clock = clock
+        self.approval_key = approval_key  # signs every approved OrderRequest (the OMS checks it)
 
     def handle(self, topic: str, event: Event) -> list[Output]:
         if self._clock is not None:
@@ -42,6 +49,8 @@ class RiskStage:
         out: list[Output] = []
         if isinstance(event, SignalIntent):
             decision = self.engine.on_intent(event)
+            if isinstance(decision, OrderRequest) and self.approval_key is not None:
+                decision = self.approval_key.sign(decision)
             out.append(Output(topics.ORDERS, event.underlying, decision))
         elif isinstance(event, FeatureVector):
             self.engine.on_features(event)

@@ -35,6 +35,7 @@ from services.core import topics
 from services.core.bus import Handler
 from services.core.dlq import (
     DeadLetter,
+    InputRefusedError,
     Reason,
     dead_letter,
     dead_letter_headers,
@@ -446,6 +447,9 @@ class KafkaBus:
         assert sub.handler is not None
         try:
             sub.handler(event)
+        except InputRefusedError as exc:
+            self._dead_letter(grp, msg, "refused", exc.detail, exc.rule)
+            return recorded
         except Exception as exc:
             if self.config.retry_on and isinstance(exc, self.config.retry_on):
                 if recorded is not None and grp.deduper is not None:

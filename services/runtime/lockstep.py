@@ -95,7 +95,7 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ign
 
 from services.core import topics
 from services.core.clock import ReplayClock
-from services.core.dlq import dead_letter, dead_letter_headers, encode_dead_letter
+from services.core.dlq import InputRefusedError, Reason, dead_letter, dead_letter_headers, encode_dead_letter
 from services.core.events import Event, EventDecodeError, decode_msgpack, encode_msgpack
 from services.core.stage import Output, Stage
 from services.runtime.kafka_bus import Deduper
@@ -480,11 +480,12 @@ class ControlChannel:
                 self._producer.produce(self.topic, value=payload, key=key, on_delivery=self._on_delivery)
         self._raise_errors("lockstep record")
 
-    def dead_letter(self, stage: str, topic: str, event: Event, reason_detail: str) -> None:
-        """Send an event a handler failed on to ``<prefix>.dlq`` (reason ``handler_error``)."""
-        letter = dead_letter(reason="handler_error", detail=reason_detail, stage=stage,
+    def dead_letter(self, stage: str, topic: str, event: Event, reason_detail: str,
+                    reason: Reason = "handler_error", field: str | None = None) -> None:
+        """Send an event a handler failed on (or refused) to ``<prefix>.dlq``."""
+        letter = dead_letter(reason=reason, detail=reason_detail, stage=stage,
                              topic=topics.qualified(self.prefix, topic), partition=-1, offset=-1,
-                             payload=encode_msgpack(event))
+                             payload=encode_msgpack(event), field=field)
         headers: list[tuple[str, str | bytes | None]] = list(dead_letter_headers(letter))
         self._producer.produce(topics.qualified(self.prefix, topics.DLQ), value=encode_dead_letter(letter),
                                headers=headers, on_delivery=self._on_delivery)
@@ -989,6 +990,13 @@ class Participant:
         started = time.perf_counter()
         try:
             outputs = self.stage.handle(topic, event)
+        except InputRefusedError as exc:
+            log.warning("input refused", extra={"stage": self.name, "topic": topic, "event_id": event.event_id,
+                                                "rule": exc.rule, "detail": exc.detail})
+            assert self.channel is not None
+            self.channel.dead_letter(self.name, topic, event, exc.detail, reason="refused", field=exc.rule)
+            self.hooks.dead_lettered()
+            return []
         except Exception as exc:
             log.exception("handler failed", extra={"stage": self.name, "topic": topic, "event_id": event.event_id})
             assert self.channel is not None

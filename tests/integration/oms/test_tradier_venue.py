@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.app.stages import build_oms
+from services.app.stages import approval_key, build_oms
 from services.core.calendar import default_calendar
 from services.core.clock import ReplayClock
 from services.core.events import OptionQuote, OrderEvent, OrderRequest, RiskCommand, encode_json
@@ -340,7 +340,7 @@ def test_the_composition_root_builds_the_tradier_oms_from_session_config(
     assert isinstance(broker, TradierBroker)
     assert broker.config.poll_interval_secs == 0 and broker.config.retry.budget_secs == 2.5
     assert broker.config.status_timeout_secs == 30 and broker.config.environment == "sandbox"
-    out = stage.handle("orders", request("r1"))
+    out = stage.handle("orders", approval_key(loaded.config).sign(request("r1")))  # signed as risk does
     assert [o.event.status for o in out if isinstance(o.event, OrderEvent)][:1] == ["accepted"]
     assert stage.manager.reconciliation.mismatch is None and stage.manager.reconciliation.checks == 1
     assert len(orders_tagged(server, tag_for("r1"))) == 1

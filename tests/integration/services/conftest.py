@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from pydantic import SecretStr
 
 from services import launcher
 from services.app.market_data import load_market_data
@@ -38,7 +39,10 @@ COMPARED = (topics.FEATURES, topics.SIGNALS, topics.ORDERS, topics.RISK_COMMANDS
             topics.OUTCOMES)
 # Every stage reads the same config; the calibration file is left out so a local calibration run
 # cannot make the two sides differ.
+# Risk and the OMS of both sides sign and check orders with one key, so approved orders are byte-identical.
+APPROVAL_KEY = "integration-approval-key-" + "0123456789abcdef" * 2
 STAGE_ENV = {"DREAMBOT_CONFIG_DIR": str(CONFIG_DIR), "DREAMBOT_CALIBRATION": "none",
+             "DREAMBOT_APPROVAL_KEY": APPROVAL_KEY,
              "DREAMBOT_KAFKA_PARTITIONS": "2", "DREAMBOT_KAFKA_SESSION_TIMEOUT_MS": "3000",
              "DREAMBOT_LOG_LEVEL": "INFO"}
 
@@ -89,7 +93,8 @@ class Reference:
 def embedded_reference() -> Reference:
     data = load_market_data(list(SYMBOLS), DATA)
     audit = MemoryAudit()
-    session = EmbeddedSession(SessionConfig(symbols=SYMBOLS, config_dir=CONFIG_DIR, calibration={"path": None}),
+    session = EmbeddedSession(SessionConfig(symbols=SYMBOLS, config_dir=CONFIG_DIR, calibration={"path": None},
+                                            approval_key=SecretStr(APPROVAL_KEY)),
                               audit=audit)
     published = Published()
     for topic in COMPARED:

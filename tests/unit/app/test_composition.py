@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.app.stages import (
+    approval_key,
     build_broker,
     build_feed,
     build_oms,
@@ -57,6 +58,7 @@ def test_a_tradier_config_builds_the_tradier_broker_and_its_orders_reach_the_ven
     assert broker.connection.environment == "sandbox" and broker.connection.base_url == f"{server.url}/v1"
     request = OrderRequest(ts=T0, id="r1", intent_id="i-r1", underlying="SPY", contract="SPY250709C00620000",
                            side="buy", quantity=1, limit_price=1.50, take_profit=2.00, stop_loss=1.00)
+    request = approval_key(config).sign(request)  # as risk, in this process, signs it
     out = list(stage.handle(topics.ORDERS, request))
     posted = [r for r in sim.requests if r["method"] == "POST"]
     assert len(posted) == 1, "the order went to the Tradier sim"
