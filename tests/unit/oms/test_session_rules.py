@@ -77,7 +77,7 @@ def test_an_entry_fills_up_to_its_deadline() -> None:
 
 @pytest.mark.realdata
 def test_a_request_arriving_after_its_deadline_is_refused() -> None:
-    h, out = replay(expires=at("09:59"))
+    _, out = replay(expires=at("09:59"))
     assert [e.status for e in entry_events(out)] == ["rejected"]
     assert "expired 60 s before it reached the OMS" in entry_events(out)[0].reason
 
