@@ -10,8 +10,12 @@ A file is written under a hidden temporary name in the same folder, fsynced, the
 a day file that exists is complete: a sync that is killed leaves at most a ``.part`` file, which the
 next run (holding :func:`sync_lock`) deletes. That is what makes a rerun skip finished days safely.
 
-Trading days come from :class:`~services.core.calendar.MarketCalendar`: holidays have no session,
-and a session is complete once its close has passed (13:00 New York on early-close days).
+Trading days come from :class:`~services.core.calendar.MarketCalendar`: holidays have no session, and an
+early-close day's regular bars end at 13:00. A day file holds every minute bar of its New York date
+(pre- and post-market included, as Polygon serves them), so a session is synced only once its data is
+final: after the post-market ends (20:00 New York) plus the 15-minute delay of delayed plans, i.e. from
+:data:`DATA_FINAL` on. A file written earlier would lack the evening's bars and, being in place, would
+never be fetched again.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-from services.core.calendar import MarketCalendar, Session, ny_date
+from services.core.calendar import NEW_YORK, NS_PER_S, MarketCalendar, Session, ny_date
 from services.core.events import Bar
 
 FLATFILE_COLUMNS: Final = ("ticker", "volume", "open", "close", "high", "low", "window_start", "transactions", "vwap")
 PART_SUFFIX: Final = ".part"
 LOCK_NAME: Final = ".polygon_sync.lock"
+#: A New York day's minute bars are final after the post-market (20:00) and a delayed plan's 15 minutes.
+DATA_FINAL: Final = dt.time(20, 15)
 
 Row = tuple[str, ...]
 
@@ -53,11 +59,16 @@ def _previous_session(cal: MarketCalendar, day: dt.date) -> Session:
     return s
 
 
+def data_final_ns(day: dt.date) -> int:
+    """When ``day``'s minute bars are final (:data:`DATA_FINAL` New York, ns since epoch)."""
+    return int(dt.datetime.combine(day, DATA_FINAL, tzinfo=NEW_YORK).timestamp()) * NS_PER_S
+
+
 def last_completed_session(cal: MarketCalendar, now_ns: int) -> Session:
-    """The latest session whose close is at or before ``now_ns``."""
+    """The latest session whose data is final at ``now_ns`` (see :data:`DATA_FINAL`)."""
     try:
         today = cal.session(ny_date(now_ns))
-        if today is not None and today.close_ns <= now_ns:
+        if today is not None and data_final_ns(today.date) <= now_ns:
             return today
         return _previous_session(cal, ny_date(now_ns))
     except ValueError as exc:
@@ -73,7 +84,7 @@ def plan_sessions(
     end: dt.date | None = None,
 ) -> list[Session]:
     """Sessions to sync, oldest first: ``days`` sessions back from ``end`` (default: the last completed
-    session), or every session from ``start`` to ``end``. Days not yet closed at ``now_ns`` are left out."""
+    session), or every session from ``start`` to ``end``. Days not yet final at ``now_ns`` are left out."""
     if (days is None) == (start is None):
         raise SyncPlanError("give either --days N or --start YYYY-MM-DD (with an optional --end)")
     if days is not None and days < 1:

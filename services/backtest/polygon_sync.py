@@ -3,8 +3,9 @@
     python -m services.backtest.polygon_sync --symbols SPY QQQ SPX NDX --days 60 --dest data/flatfiles
     python -m services.backtest.polygon_sync --symbols SPY --start 2025-06-02 --end 2025-06-30 --sync-method s3
 
-Days: ``--days N`` is the N trading sessions back from the last completed one (holidays skipped, early
-closes complete at 13:00 New York; :mod:`services.core.calendar`), or ``--start``/``--end`` dates.
+Days: ``--days N`` is the N trading sessions back from the last completed one (holidays skipped; an early
+close's regular bars end at 13:00), or ``--start``/``--end`` dates. A session counts as completed once its
+bars are final, 20:15 New York (post-market plus a delayed plan's 15 minutes; :mod:`services.backtest.flatfiles`).
 
 Sources (``--sync-method``):
 

@@ -43,13 +43,15 @@ BUCKET = "flatfiles"
 
 
 def completed_sessions(n: int) -> list[dt.date]:
-    """The last ``n`` XNYS sessions whose close has passed, oldest first (exchange_calendars itself)."""
+    """The last ``n`` XNYS sessions whose bars are final (20:15 New York has passed), oldest first, from
+    exchange_calendars itself."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exchange_calendars trips a pandas deprecation internally
         cal = xcals.get_calendar("XNYS", start="2020-01-01")
-    closes = cal.schedule["close"]
-    done = closes[closes <= pd.Timestamp.now(tz="UTC")]
-    return [d.date() for d in done.index[-n:]]
+    now = pd.Timestamp.now(tz="America/New_York")
+    final = [d.date() for d in cal.schedule.index
+             if pd.Timestamp(f"{d.date()} 20:15", tz="America/New_York") <= now]
+    return final[-n:]
 
 
 @dataclass(frozen=True)

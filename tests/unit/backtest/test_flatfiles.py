@@ -21,10 +21,12 @@ def ny_ns(y: int, m: int, d: int, hh: int, mm: int) -> int:
     return int(dt.datetime(y, m, d, hh, mm, tzinfo=NEW_YORK).timestamp()) * 1_000_000_000
 
 
-def test_an_early_close_is_complete_at_1300_new_york() -> None:
+def test_a_session_is_synced_once_its_evening_bars_are_final() -> None:
     cal = default_calendar()  # 2025-11-28, the day after Thanksgiving, closes at 13:00
-    assert ff.last_completed_session(cal, ny_ns(2025, 11, 28, 12, 59)).date == dt.date(2025, 11, 26)
-    assert ff.last_completed_session(cal, ny_ns(2025, 11, 28, 13, 0)).date == dt.date(2025, 11, 28)
+    assert cal.session(dt.date(2025, 11, 28)).early_close  # type: ignore[union-attr]
+    assert ff.last_completed_session(cal, ny_ns(2025, 11, 28, 20, 14)).date == dt.date(2025, 11, 26)
+    assert ff.last_completed_session(cal, ny_ns(2025, 11, 28, 20, 15)).date == dt.date(2025, 11, 28)
+    assert ff.last_completed_session(cal, ny_ns(2025, 11, 29, 9, 0)).date == dt.date(2025, 11, 28)  # Saturday
 
 
 def test_days_count_sessions_back_skipping_weekends_and_holidays() -> None:
@@ -37,7 +39,7 @@ def test_days_count_sessions_back_skipping_weekends_and_holidays() -> None:
 
 def test_start_end_and_errors() -> None:
     cal = default_calendar()
-    now = ny_ns(2025, 7, 10, 17, 0)
+    now = ny_ns(2025, 7, 10, 21, 0)
     got = ff.plan_sessions(cal, now, start=dt.date(2025, 7, 3), end=dt.date(2025, 7, 20))
     assert [s.date for s in got] == [dt.date(2025, 7, 3), dt.date(2025, 7, 7), dt.date(2025, 7, 8),
                                      dt.date(2025, 7, 9), dt.date(2025, 7, 10)]  # end capped at the last close
