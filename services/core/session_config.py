@@ -33,7 +33,6 @@ import yaml
 from dotenv import dotenv_values
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
     SecretStr,
@@ -43,7 +42,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from services.core.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, load_yaml
+from services.core.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, PlausibleModel, load_yaml
 
 DEFAULT_CALIBRATION: Final = PROJECT_ROOT / "backtests" / "calibration.json"
 SESSION_FILE_NAME: Final = "session.yaml"
@@ -76,7 +75,7 @@ def _none_word(value: Any) -> Any:
     return None if isinstance(value, str) and value.strip().lower() in _NONE_WORDS else value
 
 
-class _Section(BaseModel):
+class _Section(PlausibleModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
 
@@ -229,11 +228,14 @@ class CalibrationSettings(_Section):
 class RiskOverrides(_Section):
     """Session limits merged over ``config/risk.yaml`` (unset: the file's value)."""
 
-    max_daily_loss_usd: Finite | None = Field(default=None, gt=0, description="Loss that engages the kill switch.")
-    max_open_positions: int | None = Field(default=None, ge=1, description="Distinct contracts held or being entered.")
-    max_contracts_per_order: int | None = Field(default=None, ge=1, description="Contracts in one order.")
-    max_premium_per_symbol_usd: Finite | None = Field(default=None, gt=0, description="Premium at risk per underlying.")
-    max_premium_total_usd: Finite | None = Field(default=None, gt=0, description="Premium at risk in total.")
+    max_daily_loss_usd: Finite | None = Field(default=None, gt=0, le=1e7,
+                                              description="Loss that engages the kill switch.")
+    max_open_positions: int | None = Field(default=None, ge=1, le=1000,
+                                           description="Distinct contracts held or being entered.")
+    max_contracts_per_order: int | None = Field(default=None, ge=1, le=10_000, description="Contracts in one order.")
+    max_premium_per_symbol_usd: Finite | None = Field(default=None, gt=0, le=1e7,
+                                                      description="Premium at risk per underlying.")
+    max_premium_total_usd: Finite | None = Field(default=None, gt=0, le=1e7, description="Premium at risk in total.")
     max_orders_per_minute: int | None = Field(default=None, ge=1, description="Order-rate throttle.")
 
     def as_risk_yaml(self) -> dict[str, Any]:

@@ -23,17 +23,22 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from services.core.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, load_model
+from services.core.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, PlausibleModel, load_model
 
 Impact = Literal["low", "medium", "high"]
 IMPACT_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
 
 
-class _Strict(BaseModel):
+#: Plausible ceilings: a limit above them is a typo (or 1e300), not a risk budget.
+MAX_USD: Final = 10_000_000.0
+MAX_CONTRACTS: Final = 10_000
+
+
+class _Strict(PlausibleModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -121,6 +126,7 @@ class RiskConfig(_Strict):
     max_daily_loss_usd: float = Field(
         default=1000.0,
         gt=0,
+        le=MAX_USD,
         description="Realized + unrealized loss of the session that engages the kill switch "
         "(reason DailyLossLimit) and flattens everything.",
     )
@@ -129,22 +135,24 @@ class RiskConfig(_Strict):
         description="A kill switch engaged by the daily loss limit releases itself at the next session "
         "(the limit is per day); one engaged manually always waits for a release.",
     )
-    max_open_positions: int = Field(default=3, ge=1, description="Distinct contracts held or being entered.")
+    max_open_positions: int = Field(default=3, ge=1, le=1000, description="Distinct contracts held or being entered.")
     max_premium_per_symbol_usd: float = Field(
-        default=2000.0, gt=0, description="Premium at risk per underlying (positions + working entries)."
+        default=2000.0, gt=0, le=MAX_USD, description="Premium at risk per underlying (positions + working entries)."
     )
     max_premium_total_usd: float = Field(
-        default=5000.0, gt=0, description="Premium at risk across all underlyings."
+        default=5000.0, gt=0, le=MAX_USD, description="Premium at risk across all underlyings."
     )
-    max_contracts_per_order: int = Field(default=10, ge=1, description="Contracts in one order.")
+    max_contracts_per_order: int = Field(default=10, ge=1, le=MAX_CONTRACTS, description="Contracts in one order.")
     max_contracts_per_contract: int | None = Field(
         default=10,
         ge=1,
+        le=MAX_CONTRACTS * 10,
         description="Contracts held or being entered in one contract, every playbook together (null: no cap).",
     )
     max_contracts_per_underlying: int | None = Field(
         default=30,
         ge=1,
+        le=MAX_CONTRACTS * 10,
         description="Contracts held or being entered on one underlying, every contract and playbook together "
         "(null: no cap).",
     )
