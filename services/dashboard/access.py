@@ -7,6 +7,8 @@ In order, for every request:
 2. **Origin**: a state-changing request (anything but GET/HEAD/OPTIONS — Dash's
    ``/_dash-update-component`` is a POST) must come from the console's own origin or a trusted one,
    else 403.
+   ``/login`` (the sign-in form) and ``/readyz`` (``ok``, for probes and ``dreambot services up``)
+   are the only paths open without a session.
 3. **Who**: a valid session cookie (:class:`~services.dashboard.auth.SessionSigner`), or — only when
    configured and only from a trusted proxy address — the proxy's user header (an OIDC proxy such as
    oauth2-proxy), which then gets a session of its own. Without either, a GET is sent to ``/login``
@@ -54,6 +56,7 @@ CSRF_HEADER: Final = "X-CSRF-Token"
 CSRF_FIELD: Final = "csrf"
 LOGIN_PATH: Final = "/login"
 LOGOUT_PATH: Final = "/logout"
+READY_PATH: Final = "/readyz"  # open to all (after the Host check): says "ok", nothing else
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 LOGIN_TTL_S: Final = 600
 _G_ACTOR: Final = "dreambot_actor"
@@ -113,7 +116,10 @@ def current_actor() -> Actor | None:
 
 def _refuse(status: int, why: str) -> Response:
     req = flask.request
-    log.warning("console request refused", extra={
+    # A signed-out browser's stray fetch (favicon, a refresh after expiry) is routine; anything else
+    # (wrong Host, foreign Origin, bad CSRF token, signed-out POST) is worth a warning.
+    level = logging.INFO if status == 401 and req.method in SAFE_METHODS else logging.WARNING
+    log.log(level, "console request refused", extra={
         "status": status, "method": req.method, "path": req.path[:200], "client": req.remote_addr or "?",
         "why": why})
     return Response(f"{why}\n", status=status, mimetype="text/plain")
@@ -153,6 +159,7 @@ class AccessGuard:
         server.after_request(self._after)
         server.add_url_rule(LOGIN_PATH, "dreambot_login", self._login, methods=["GET", "POST"])
         server.add_url_rule(LOGOUT_PATH, "dreambot_logout", self._logout, methods=["POST"])
+        server.add_url_rule(READY_PATH, "dreambot_readyz", self._ready, methods=["GET"])
 
     # -- the checks ---------------------------------------------------------------------------------
 
@@ -165,14 +172,14 @@ class AccessGuard:
         if unsafe and not origin_allowed(req.headers.get("Origin"), req.headers.get("Referer"),
                                          req.headers.get("Host"), p.trusted_origins):
             return _refuse(403, "cross-origin request refused (Origin is not this console)")
-        if req.path == LOGIN_PATH:
+        if req.path in (LOGIN_PATH, READY_PATH):
             return None
         actor = self._identify()
         if isinstance(actor, Response):
             return actor
         if actor is None:
-            if unsafe:
-                return _refuse(401, "sign in first")
+            if unsafe or "text/html" not in req.headers.get("Accept", ""):
+                return _refuse(401, "sign in first")  # only a page load is sent to the sign-in form
             target = req.full_path if req.query_string else req.path
             return flask.redirect(f"{LOGIN_PATH}?next={quote(target, safe='/')}", code=302)
         if unsafe:
@@ -228,10 +235,17 @@ class AccessGuard:
         response.set_cookie(CSRF_COOKIE, self.policy.signer.csrf_token(claims.sid), max_age=max_age,
                             httponly=False, samesite="Strict", secure=secure, path="/")
 
-    # -- /login and /logout -------------------------------------------------------------------------
+    # -- /login, /logout and /readyz ----------------------------------------------------------------
+
+    @staticmethod
+    def _ready() -> Response:
+        return Response("ok\n", status=200, mimetype="text/plain")
 
     def _login_page(self, error: str = "", status: int = 200) -> Response:
-        nonce = secrets.token_urlsafe(24)
+        # Keep a login cookie the browser already has, so two sign-in pages open at once both work.
+        nonce = flask.request.cookies.get(LOGIN_COOKIE) or ""
+        if not 16 <= len(nonce) <= 64:
+            nonce = secrets.token_urlsafe(24)
         page = _LOGIN_PAGE.format(
             title=html.escape(self.title), action=html.escape(flask.request.full_path.rstrip("?")),
             csrf_field=CSRF_FIELD, token=html.escape(self.policy.signer.login_token(nonce)),

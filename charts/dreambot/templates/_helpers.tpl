@@ -84,3 +84,18 @@ readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
 {{- end -}}
+
+{{/* Console users as DREAMBOT_CONSOLE_USERS entries (name:role:hash, one per line). */}}
+{{- define "dreambot.consoleUsers" -}}
+{{- range .Values.console.auth.users }}
+{{ printf "%s:%s:%s" .name .role .passwordHash }}
+{{- end }}
+{{- end }}
+
+{{/* Host names the console answers to: loopback (port-forward), its Service names, and extras. */}}
+{{- define "dreambot.consoleHosts" -}}
+{{- $svc := printf "%s-console" (include "dreambot.fullname" .) -}}
+{{- $ns := .Release.Namespace -}}
+{{- $hosts := list "localhost" "127.0.0.1" "::1" $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
+{{- join "," (concat $hosts .Values.console.auth.allowedHosts) -}}
+{{- end }}

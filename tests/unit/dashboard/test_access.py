@@ -82,12 +82,17 @@ def _press(client: FlaskClient, button: str, why: str | None = "unit test", head
 
 
 def test_every_page_and_dash_endpoint_needs_a_session(client: FlaskClient, store: MemoryState) -> None:
+    page_load = {"Accept": "text/html,application/xhtml+xml"}
     for path in ("/", "/_dash-layout", "/_dash-dependencies", "/anything"):
-        resp = client.get(path)
+        resp = client.get(path, headers=page_load)
         assert resp.status_code == 302 and resp.headers["Location"].startswith("/login?next="), path
+        assert client.get(path).status_code == 401, path  # not a page load (fetch, favicon): no redirect
     resp = _press(client, "ks-confirm", headers=ORIGIN)
     assert resp.status_code == 401
     assert store.get(keys.KILL_SWITCH) is None and store.read(keys.KILL_SWITCH_AUDIT) == []
+    ready = client.get("/readyz")
+    assert (ready.status_code, ready.get_data(as_text=True)) == (200, "ok\n")
+    assert client.post("/readyz", headers=ORIGIN).status_code == 405
     page = client.get("/login")
     assert page.status_code == 200 and 'id="login-password"' in page.get_data(as_text=True)
     assert page.headers["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in page.headers[
@@ -183,7 +188,7 @@ def test_sign_out_ends_the_session(client: FlaskClient) -> None:
     out = client.post("/logout", data={"csrf": _csrf(client)}, headers=ORIGIN)
     assert out.status_code == 303 and out.headers["Location"] == "/login"
     client.set_cookie(SESSION_COOKIE, stolen)
-    assert client.get("/").status_code == 302  # the old cookie is refused after sign-out
+    assert client.get("/").status_code == 401  # the old cookie is refused after sign-out
 
 
 def test_the_proxy_header_is_trusted_only_from_trusted_peers(store: MemoryState) -> None:
@@ -203,6 +208,6 @@ def test_the_proxy_header_is_trusted_only_from_trusted_peers(store: MemoryState)
     # A header from anyone else is ignored; an unknown user through the proxy is refused.
     outsider = app.server.test_client()
     assert outsider.get("/", headers={"X-Forwarded-Email": "sso@example.com"},
-                        environ_base={"REMOTE_ADDR": "10.0.0.9"}).status_code == 302
+                        environ_base={"REMOTE_ADDR": "10.0.0.9"}).status_code == 401
     assert outsider.get("/", **via_proxy("stranger@example.com")).status_code == 403
     assert store.get(keys.KILL_SWITCH) is None
