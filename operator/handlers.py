@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -27,7 +28,9 @@ from dreambot_operator.render import (
     RenderContext,
     SessionRef,
     SpecError,
+    approval_secret_name,
     children_selector,
+    render_approval_secret,
     render_children,
     session_config,
 )
@@ -85,6 +88,15 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 # --- apply ---------------------------------------------------------------------------------------
+
+def ensure_approval_secret(client: Kube, ref: SessionRef) -> bool:
+    """Create the session's approval-key Secret (a random key) unless it exists; True when created.
+    Never replaced: risk and the OMS must keep signing and checking with one key."""
+    if client.get("v1", "Secret", ref.namespace, approval_secret_name(ref.name)) is not None:
+        return False
+    client.apply(render_approval_secret(ref, secrets.token_hex(32)))
+    return True
+
 
 def apply_children(client: Kube, ref: SessionRef, children: list[Manifest]) -> None:
     """Apply every child, then delete children of this session the render no longer contains."""
@@ -171,7 +183,9 @@ def reconcile(name: str, namespace: str | None, uid: str, spec: kopf.Spec, meta:
     spec_d, status_d = dict(spec), dict(status)
     client = kube()
     try:
-        apply_children(client, ref, render_children(ref, spec_d, render_context()))
+        children = render_children(ref, spec_d, render_context())
+        ensure_approval_secret(client, ref)
+        apply_children(client, ref, children)
     except SpecError as exc:
         # The stages could not honour this spec: nothing is applied, and retrying cannot help.
         failed = observe(client, ref, spec_d, meta, status_d, apply_error=f"invalid spec: {exc}")

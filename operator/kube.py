@@ -19,6 +19,7 @@ FIELD_MANAGER: Final = MANAGED_BY
 # (apiVersion, kind) -> collection path of a namespaced resource
 _COLLECTIONS: Final[Mapping[tuple[str, str], str]] = {
     ("v1", "ConfigMap"): "/api/v1/namespaces/{ns}/configmaps",
+    ("v1", "Secret"): "/api/v1/namespaces/{ns}/secrets",
     ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
     ("v1", "ServiceAccount"): "/api/v1/namespaces/{ns}/serviceaccounts",
     ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{ns}/deployments",

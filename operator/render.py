@@ -330,14 +330,39 @@ def polygon_env(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     return env
 
 
+#: The env variable (and Secret key) of risk's approval key; the Secret is ``<session>-approval``.
+APPROVAL_KEY_ENV: Final = "DREAMBOT_APPROVAL_KEY"
+#: Stages that sign (risk) or check (the OMS) approvals.
+APPROVAL_STAGES: Final = ("risk", "oms")
+
+
+def approval_secret_name(session: str) -> str:
+    """The Secret holding the session's approval key (made once by the operator, owned by the session)."""
+    return f"{session}-approval"
+
+
+def render_approval_secret(ref: SessionRef, key: str) -> Manifest:
+    """The approval-key Secret with ``key`` (applied only while it does not exist: the key never rotates
+    under running stages)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(ref, approval_secret_name(ref.name), "approval"),
+        "type": "Opaque",
+        "stringData": {APPROVAL_KEY_ENV: key},
+    }
+
+
 def stage_env(name: str, spec: Mapping[str, Any], stage: str) -> list[dict[str, Any]]:
     """Session env plus only the secrets the stage needs: the OMS talks to the broker, ingest to
-    Polygon."""
+    Polygon, risk and the OMS share the approval key."""
     env = session_env(name, spec)
     if stage == "oms":
         env += broker_env(spec)
     if stage == "ingest":
         env += polygon_env(spec)
+    if stage in APPROVAL_STAGES:
+        env.append(_secret_env(APPROVAL_KEY_ENV, approval_secret_name(name), APPROVAL_KEY_ENV))
     return env
 
 
