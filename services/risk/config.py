@@ -87,6 +87,13 @@ class StaleDataConfig(_Strict):
         gt=0,
         description="Max age of the newest FeatureVector of the intent's underlying; null disables.",
     )
+    max_future_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="A FeatureVector, Heartbeat or stored heartbeat stamped more than this ahead of the risk "
+        "clock is from the future: it never counts as fresh data and never moves the clock (or the day).",
+    )
 
 
 class ThrottleConfig(_Strict):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ from services.risk.guardrails import (
     unit_risk_usd,
 )
 from services.risk.kill_switch import DAILY_LOSS_LIMIT, MANUAL, KillSwitch, KillSwitchState
+
+log = logging.getLogger(__name__)
 
 ALL_UNDERLYINGS: Final = "*"
 MAX_ID_LEN: Final = 64
@@ -165,6 +168,8 @@ class RiskEngine:
         self._store_heartbeat_ts: int | None = None
         self._event_heartbeat_ts: int | None = None
         self._market_ts: dict[str, int] = {}
+        self.future_events = 0  # data ignored as stamped in the future (stale_data.max_future_s)
+        self._future_logged: set[str] = set()
         self._underlyings: set[str] = set()
         self._holdings: dict[str, _Holding] = {}
         self._position_ts: dict[str, int] = {}  # newest Position per contract, closed ones too
@@ -299,6 +304,8 @@ class RiskEngine:
                 held.ts = features.ts
             return
         self._underlyings.add(features.symbol)
+        if self._from_the_future(features.ts, f"features of {features.symbol}"):
+            return
         if features.ts > self._market_ts.get(features.symbol, -1):
             self._market_ts[features.symbol] = features.ts
 
@@ -307,6 +314,8 @@ class RiskEngine:
         self._begin(heartbeat.ts)
         wanted = self.config.stale_data.heartbeat_source
         if wanted is not None and heartbeat.source != wanted:
+            return
+        if self._from_the_future(heartbeat.ts, f"heartbeat of {heartbeat.source}"):
             return
         if self._event_heartbeat_ts is None or heartbeat.ts > self._event_heartbeat_ts:
             self._event_heartbeat_ts = heartbeat.ts
@@ -331,7 +340,7 @@ class RiskEngine:
 
     def check(self, now_ns: int | None = None) -> list[RiskCommand]:
         """Daily loss limit and kill-switch changes (e.g. an operator writing the key)."""
-        now = self._begin(now_ns)
+        now = self._begin(now_ns, trusted=True)
         limit = self.config.max_daily_loss_usd
         pnl = self.daily_pnl()
         detail = ""
@@ -391,11 +400,13 @@ class RiskEngine:
 
     # --- internals ------------------------------------------------------------------------------
 
-    def _begin(self, event_ts: int | None) -> int:
+    def _begin(self, event_ts: int | None, *, trusted: bool = False) -> int:
         """Decision time (the clock, or the event's time if the clock lags it); rolls the day and
         syncs shared state once per timestamp."""
         now = self._clock.now_ns()
-        if event_ts is not None and event_ts > now:
+        # An event's own time leads the clock only by up to stale_data.max_future_s: one stamped further
+        # ahead must not move the day (a new day resets the daily loss); a caller's explicit time does.
+        if event_ts is not None and event_ts > now and (trusted or event_ts <= now + self._future_ns):
             now = event_ts
         day = ny_date(now)
         new_day = day != self._day
@@ -435,8 +446,27 @@ class RiskEngine:
         self._heartbeat_error = None
         if raw is not None:
             ts = _heartbeat_ts(raw)
+            if ts is not None and self._from_the_future(ts, "stored ingest heartbeat", now):
+                ts = None
             if ts is not None and (self._store_heartbeat_ts is None or ts > self._store_heartbeat_ts):
                 self._store_heartbeat_ts = ts
+
+    @property
+    def _future_ns(self) -> int:
+        return round(self.config.stale_data.max_future_s * 1e9)
+
+    def _from_the_future(self, ts: int, what: str, now: int | None = None) -> bool:
+        """True (and counted in :attr:`future_events`, logged once per kind) when ``ts`` is more than
+        ``stale_data.max_future_s`` ahead of the clock: such data is never fresh."""
+        now = self._clock.now_ns() if now is None else now
+        if ts <= now + self._future_ns:
+            return False
+        self.future_events += 1
+        if what not in self._future_logged:
+            self._future_logged.add(what)
+            log.warning("ignored data from the future", extra={"what": what, "ts": ts, "clock": now,
+                                                               "ahead_s": round((ts - now) / 1e9, 3)})
+        return True
 
     def _state_error(self) -> str | None:
         return self.kill_switch.error or self._heartbeat_error
