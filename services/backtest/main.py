@@ -46,15 +46,23 @@ def run_backtest(
     *,
     progress: bool = False,
     on_step: Callable[[SessionRecord], None] | None = None,
+    on_start: Callable[[list[str]], None] | None = None,
 ) -> BacktestResult:
-    """Replay ``data`` through every stage with the paper broker and summarise the trades."""
+    """Replay ``data`` through every stage with the paper broker and summarise the trades.
+
+    ``on_start`` gets the start-up sizing check's lines (:mod:`services.app.sizing_check`) before the
+    replay begins."""
     from services.app.market_data import option_price_disclosure
-    from services.app.stages import build_feed
+    from services.app.sizing_check import sizing_check
+    from services.app.stages import build_feed, session_playbooks
     from services.backtest.embedded import EmbeddedSession
     from services.backtest.reports import summarize
 
     symbols = list(config.symbols)
     session = EmbeddedSession(config)
+    sizing = sizing_check(session_playbooks(config), data, session.calendar, config.market_data.replay.seed)
+    if on_start is not None:
+        on_start(sizing)
     feed = build_feed(config, session.state, session.calendar, data)
     total = sum(len(b) for b in data.bars.values())
     step = on_step
@@ -89,6 +97,7 @@ def run_backtest(
         bar_interval_s={s: sp.interval_s for s, sp in data.spacing.items()},
         bar_spacing={s: sp.to_dict() for s, sp in data.spacing.items()},
         option_prices=option_price_disclosure(),
+        sizing_check=sizing,
         open_positions=open_positions,
         unrealized_pnl=round(sum(p["unrealized_pnl"] for p in open_positions), 6),
     )
@@ -240,7 +249,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m services.back
     try:
         config = config_from_args(args, [args.symbol])
         data = session_market_data(config)
-        result = run_backtest(config, data, progress=sys.stderr.isatty())
+        result = run_backtest(config, data, progress=sys.stderr.isatty(),
+                              on_start=lambda lines: print(*lines, sep="\n", flush=True) if lines else None)
     except (DataSourceError, ConfigError) as exc:
         fail(prog, str(exc))
     write_outputs(result, args.output, args.trades_output, args.reports_dir)

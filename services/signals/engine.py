@@ -228,7 +228,7 @@ class SignalEngine:
             today=today,
             dte=dte,
             max_dte=max_dte,
-            rules=pb.contract,
+            rules=sym_cfg.contract_for(pb),
             calendar=self._calendar,
         )
         contract = selection.contract
@@ -240,7 +240,7 @@ class SignalEngine:
         bracket = bracket_prices(entry, pb.bracket, tick, delta=contract.delta, atr=values.get(pb.bracket.atr_feature))
         if isinstance(bracket, str):
             return no(f"bracket: {bracket}")
-        size = size_position(entry, bracket.stop_loss, pb.sizing, self.calibration.risk_multiplier)
+        size = size_position(entry, bracket.stop_loss, sym_cfg.sizing_for(pb), self.calibration.risk_multiplier)
         if size.quantity < 1:
             return no(f"size: {size.reason}")
 

@@ -17,7 +17,8 @@ Schema (every mapping rejects unknown keys)::
       risk_multiplier: 1.0
       pot_threshold: 0.6
     symbols:                        # the only underlyings a playbook may name
-      SPX: {root: SPXW, kind: index, dte: 0, max_dte: 3, tick: {below: 0.01, above: 0.05, threshold: 3}}
+      SPX: {root: SPXW, kind: index, dte: 0, max_dte: 3, tick: {below: 0.01, above: 0.05, threshold: 3},
+            risk_per_trade_usd: 1000, max_spread: 2.0}   # optional: replace the playbooks' budget / max_spread
     playbooks:
       - name: vwap_reversion_calls  # [a-z][a-z0-9_]*, at most 32 characters, unique
         description: "..."          # optional
@@ -402,6 +403,24 @@ class SymbolConfig(_Model):
     dte: int = Field(default=0, ge=0, le=30, description="Preferred days (sessions) to expiry: 0DTE, 1DTE, ...")
     max_dte: int = Field(default=3, ge=0, le=30, description="Furthest fallback expiry when the preferred has none.")
     tick: TickRule = Field(default_factory=TickRule)
+    risk_per_trade_usd: float | None = Field(
+        default=None, gt=0, description="Risk budget per trade on this underlying, replacing every playbook's "
+        "sizing.risk_per_trade_usd here (an index contract risks 10-40x an ETF's); none: the playbook's.")
+    max_spread: float | None = Field(
+        default=None, gt=0, description="Widest ask - bid in dollars on this underlying, replacing every "
+        "playbook's contract.max_spread here (index premiums are dollars wide); none: the playbook's.")
+
+    def sizing_for(self, pb: Playbook) -> SizingRules:
+        """The playbook's sizing on this underlying (its budget replaced by the symbol's, when set)."""
+        if self.risk_per_trade_usd is None:
+            return pb.sizing
+        return pb.sizing.model_copy(update={"risk_per_trade_usd": self.risk_per_trade_usd})
+
+    def contract_for(self, pb: Playbook) -> ContractRules:
+        """The playbook's contract rules on this underlying (the symbol's max_spread, when set)."""
+        if self.max_spread is None:
+            return pb.contract
+        return pb.contract.model_copy(update={"max_spread": self.max_spread})
 
     @model_validator(mode="after")
     def _check(self) -> SymbolConfig:
