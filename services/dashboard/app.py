@@ -303,7 +303,7 @@ class Console:
         heartbeat, heartbeat_class = self.render_heartbeat(snap.heartbeat)
         book = snap.book
         return StateView(
-            kill_switch=self.render_kill_switch(snap.kill_switch, book),
+            kill_switch=self.render_kill_switch(snap.kill_switch, book, snap.audit),
             heartbeat=heartbeat,
             heartbeat_class=heartbeat_class,
             pnl=self.render_pnl(book),
@@ -315,7 +315,8 @@ class Console:
         )
 
     @staticmethod
-    def render_kill_switch(flag: KillSwitchView | Unavailable, book: BookView | Unavailable | None) -> Any:
+    def render_kill_switch(flag: KillSwitchView | Unavailable, book: BookView | Unavailable | None,
+                           audit: Sequence[KillSwitchAudit | Unavailable] | Unavailable = ()) -> Any:
         if isinstance(flag, Unavailable):
             return unavailable(flag)
         if flag.engaged:
@@ -323,6 +324,11 @@ class Console:
         else:
             headline = html.Div("released", className="big released")
         by = f" by {flag.source}" if flag.source else ""
+        # The person behind a console write: the audit entry written with the flag's own timestamp.
+        writer = next((e for e in audit if isinstance(e, KillSwitchAudit) and e.outcome == "written"
+                       and e.ts == flag.ts), None) if not isinstance(audit, Unavailable) else None
+        if writer is not None:
+            by += f" ({writer.user}: “{writer.why}”)"
         parts: list[Any] = [headline, html.Div(f"last change {utc(flag.ts)}{by}", className="muted")]
         if isinstance(book, BookView) and book.oms_kill_switch is not None:
             oms = book.oms_kill_switch

@@ -302,8 +302,10 @@ def test_engage_needs_confirmation_then_writes_the_exact_flag_and_audits_it(cons
 
     again = console.kill_switch_action(console_app.KS_ENGAGE, OPERATOR, "again")
     assert again.result == "Already engaged: nothing was written." and again.written is None
-    shown = _text(console.refresh_state().audit)
+    view = console.refresh_state()
+    shown = _text(view.audit)
     assert "alice (operator)" in shown and "spread blew out" in shown and "written" in shown
+    assert "by console (alice: “spread blew out”)" in _text(view.kill_switch)
 
 
 def test_confirm_acts_only_on_what_this_session_armed(console: Console, store: MemoryState) -> None:

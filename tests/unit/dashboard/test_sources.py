@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from services.core import keys, shared_state
-from services.core.shared_state import KillSwitchState
+from services.core.shared_state import KillSwitchAudit, KillSwitchState
 from services.core.state import MemoryState, StateError, StateUnavailable
 from services.dashboard.sources import (
     PANELS,
@@ -24,6 +24,7 @@ from services.dashboard.sources import (
     fetch_panels,
     kill_switch_payload,
     label_selector,
+    parse_audit_entry,
     parse_book,
     parse_heartbeat,
     parse_kill_switch,
@@ -369,3 +370,16 @@ def test_set_kill_switch_writes_the_flag_risk_reads() -> None:
                                                             "source": "console"}
     with pytest.raises(SourceUnreachableError):
         SessionSource(_DownStore(StateUnavailable("gone")), clock_ns=lambda: 1).set_kill_switch(True)
+
+
+def test_audit_entries_round_trip_and_a_bad_one_is_shown_as_unavailable() -> None:
+    store = MemoryState("paper-1")
+    source = SessionSource(store, clock_ns=lambda: NOW_NS)
+    entry = KillSwitchAudit(NOW_NS, "engage", "written", "alice", "operator", "why not", "Manual", "", "console")
+    source.append_audit(entry)
+    store.append(keys.KILL_SWITCH_AUDIT, b'{"ts": 1, "action": "explode"}')
+    newest, oldest = source.audit()
+    assert oldest == entry
+    assert isinstance(newest, Unavailable) and "dreambot:kill_switch_audit" in newest.reason
+    bad = parse_audit_entry(b"not json")
+    assert isinstance(bad, Unavailable) and bad.reason.startswith("dreambot:kill_switch_audit: not JSON")
