@@ -76,6 +76,10 @@ def test_defaults_generate_an_admin_the_console_accepts(k8s_bin: Path, monkeypat
     assert again["DREAMBOT_CONSOLE_SESSION_KEY"] != env["DREAMBOT_CONSOLE_SESSION_KEY"]
     deployment = _one(docs, "Deployment", "dreambot-console")
     assert deployment["spec"]["strategy"] == {"type": "Recreate"} and deployment["spec"]["replicas"] == 1
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    probe = container["readinessProbe"]["httpGet"]
+    assert probe["path"] == "/readyz" and {"name": "Host", "value": "localhost"} in probe["httpHeaders"]
+    assert "localhost" in hosts  # the probe's Host passes the console's Host check
 
 
 def test_listed_users_replace_the_generated_admin(k8s_bin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
