@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +45,12 @@ class RejectReason(StrEnum):
     NEGATIVE_VOLUME = "negative_volume"
     CROSSED_QUOTE = "crossed_quote"
     NEGATIVE_SIZE = "negative_size"
+    IMPLAUSIBLE = "implausible"
+
+
+#: Default plausibility bounds of a bar: price (USD per share or index point) and volume per bar.
+MAX_PRICE: Final = 1_000_000.0
+MAX_VOLUME: Final = 1e12
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,12 +240,27 @@ def _bar_problem_mask(
 
 
 class BarValidator:
-    """Accepts or rejects OHLCV rows; state is the last accepted timestamp per symbol."""
+    """Accepts or rejects OHLCV rows; state is the last accepted timestamp per symbol.
+
+    Besides the content checks, a row whose high exceeds ``max_price`` or whose volume exceeds
+    ``max_volume`` is refused as ``implausible`` (a 1e12 price is a corrupt row, not a bar), before the
+    ordering check, so it never becomes the "last accepted" row.
+    """
 
     def __init__(
-        self, source: str = "", *, max_examples: int = 20, on_reject: RejectHook | None = None
+        self, source: str = "", *, max_examples: int = 20, on_reject: RejectHook | None = None,
+        max_price: float = MAX_PRICE, max_volume: float = MAX_VOLUME,
     ) -> None:
         self._ledger = _Ledger(source, max_examples, on_reject)
+        self.max_price = max_price
+        self.max_volume = max_volume
+
+    def _plausibility(self, high: float, volume: float) -> tuple[RejectReason, str] | None:
+        if high > self.max_price:
+            return RejectReason.IMPLAUSIBLE, f"price {high!r} above the {self.max_price:g} bound"
+        if volume > self.max_volume:
+            return RejectReason.IMPLAUSIBLE, f"volume {volume!r} above the {self.max_volume:g} bound"
+        return None
 
     @property
     def accepted(self) -> int:
@@ -283,6 +304,8 @@ class BarValidator:
             return led.reject(source, row, symbol, None, RejectReason.BAD_TIMESTAMP, f"timestamp {ts!r}")
         assert ts is not None
         problem = bar_problem(open, high, low, close, volume, vwap, trades)
+        if problem is None:
+            problem = self._plausibility(high, volume)
         if problem is None:
             problem = led.order_problem(symbol, ts, allow_equal=False)
         if problem is not None:
@@ -353,6 +376,11 @@ class BarValidator:
                 accept[i] = True
             else:
                 refused.append((i, int(ts[i]), *found))
+        for i in np.flatnonzero(accept & ((high > self.max_price) | (volume > self.max_volume))).tolist():
+            found = self._plausibility(float(high[i]), float(volume[i]))
+            assert found is not None
+            accept[i] = False
+            refused.append((i, int(ts[i]), *found))
 
         candidates = np.flatnonzero(accept)
         cand_ts = ts[candidates]

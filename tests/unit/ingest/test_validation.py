@@ -172,6 +172,7 @@ def test_reason_values_are_stable_strings() -> None:
         "negative_volume",
         "crossed_quote",
         "negative_size",
+        "implausible",
     }
 
 
