@@ -15,7 +15,9 @@ Evaluation is time-ordered, never shuffled: trades sorted by entry time, the las
 entered are purged (their outcome was not known then). The models are fitted on the rest, scored
 on the test set (AUC, log loss, Brier, hit rate; baselines predict the training win rate), then
 refitted on every trade. MLflow gets the parameters, the metrics, ``learner_state.json`` (load it
-with LearnerEngine.load_state), ``evaluation.json`` and the learner config. The run id is the last
+with LearnerEngine.load_state), ``evaluation.json``, the learner config and ``policy.json``: the
+policy signals applies (bandit arms and scikit-learn meta-labeling classifiers fitted on every trade;
+``--policy-output`` also writes it, for ``--learner frozen --learner-model``). The run id is the last
 line printed.
 """
 
@@ -32,11 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from mlops.tracking import TrackingError, check_server, start_run, tracking_config
 from services.backtest.main import SYMBOLS, add_data_args
 from services.cliutil import OneLineParser, fail
+from services.core.learner_policy import LearnerPolicy, encode_policy
 from services.core.settings import ConfigError
 from services.ingest.sources import DataSourceError
 from services.learner.config import DEFAULT_LEARNER_PATH, LEARNABLE_FEATURES, LearnerConfig, load_learner_config
@@ -45,6 +49,7 @@ from services.learner.meta_label import brier, log_loss, roc_auc
 
 PROG = "python -m mlops.train"
 STATE_ARTIFACT = "learner_state.json"
+POLICY_ARTIFACT = "policy.json"
 EVALUATION_ARTIFACT = "evaluation.json"
 _PAIR = re.compile(r"(?<![\w.])([a-z][a-z0-9_]*)=(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")
 
@@ -201,6 +206,14 @@ def evaluate(config: LearnerConfig, split: Split, threshold: float) -> dict[str,
     return {"metrics": metrics, "predictions": predictions, "threshold": threshold}
 
 
+def train_policy(trades: Sequence[LabeledTrade], config: LearnerConfig) -> LearnerPolicy:
+    """The policy of every trade (cut-off just after the last exit): what a frozen session applies."""
+    from services.learner.policy_fit import fit_policy
+
+    cutoff = max(t.exit_ts for t in trades) + 1
+    return fit_policy(trades, config, cutoff, version=1)
+
+
 # --- the job -------------------------------------------------------------------------------------
 
 
@@ -226,6 +239,8 @@ def parser() -> argparse.ArgumentParser:
         help="gate threshold for the gated hit-rate metrics (playbooks' learner.min_probability)",
     )
     p.add_argument("--output", type=Path, help="also write the trained state JSON here")
+    p.add_argument("--policy-output", type=Path,
+                   help="also write the policy JSON here (dreambot backtest --learner frozen --learner-model)")
     p.add_argument("--run-name", default="learner-training", help="MLflow run name")
     return p
 
@@ -258,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluation = evaluate(config, split, args.threshold)
     engine = LearnerEngine(config).train(trades)
     state = engine.state()
+    policy = train_policy(trades, config)
+    if args.policy_output is not None:
+        args.policy_output.parent.mkdir(parents=True, exist_ok=True)
+        args.policy_output.write_bytes(encode_policy(policy) + b"\n")
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(state, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
@@ -283,6 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run.log_params(params)
             run.log_metrics(metrics)
             run.log_json(state, STATE_ARTIFACT)
+            run.log_json(msgspec.to_builtins(policy), POLICY_ARTIFACT)
             run.log_json(evaluation, EVALUATION_ARTIFACT)
             if args.learner_config.exists():
                 run.log_file(args.learner_config, "config")

@@ -85,7 +85,8 @@ def _run_live(args: argparse.Namespace) -> int:
     if args.data is not None or args.synthetic:
         fail(PROG, "--live streams from Polygon (POLYGON_WS_URL, POLYGON_BASE_URL): drop --data/--synthetic")
     cli = {"symbols": list(args.symbol) if args.symbol else None, "config_dir": args.config_dir,
-           "calibration": {"path": args.calibration}, "market_data": {"source": "polygon"}}
+           "calibration": {"path": args.calibration}, "market_data": {"source": "polygon"},
+           "learner": {"mode": args.learner, "model": args.learner_model}}
     config = load_session_config(cli, session_file=args.session_file).config
     require_paper(config, "`dreambot run --live`")
     configure_logging(config.log_level)

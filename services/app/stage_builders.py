@@ -93,7 +93,7 @@ def build_oms_service(ctx: ServiceContext) -> StageParts:
 def build_learner_service(ctx: ServiceContext) -> StageParts:
     config = load_learner_config(ctx.config.config_dir / "learner.yaml")
     state = BestEffortState(GuardedWrites(ctx.state, ctx.metrics))
-    stage = LearnerStage(LearnerEngine(config), state)
+    stage = LearnerStage(LearnerEngine(config), state, ctx.config.learner.mode)
     return StageParts(stage, hooks=LearnerHooks(ctx.metrics, state), uses_state=True)
 
 

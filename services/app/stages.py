@@ -22,6 +22,7 @@ from services.core.approval import ApprovalKey, ApprovalKeyError, session_approv
 from services.core.calendar import MarketCalendar
 from services.core.clock import Clock, ReplayClock
 from services.core.events import Bar
+from services.core.learner_policy import LearnerPolicy, decode_policy
 from services.core.session_config import PIPELINE_STAGES, PlaybookSelection, RiskOverrides, SessionConfig
 from services.core.settings import ConfigError, describe_validation_error, load_yaml
 from services.core.stage import Output, Stage
@@ -256,8 +257,21 @@ def build_features(config: SessionConfig, calendar: MarketCalendar) -> FeatureSt
     return FeatureStage(list(config.symbols), calendar=calendar, chain_every_s=config.chain_every_s)
 
 
+def session_policy(config: SessionConfig) -> LearnerPolicy | None:
+    """The learner policy signals starts from: ``learner.model`` when set (off: none)."""
+    path = config.learner.model
+    if config.learner.mode == "off" or path is None:
+        return None
+    try:
+        return decode_policy(path.read_bytes(), str(path))
+    except OSError as exc:
+        raise ConfigError(f"learner.model {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def build_signals(config: SessionConfig, calendar: MarketCalendar) -> SignalStage:
-    """The signals stage: the session's playbooks, its calibration and the event halts."""
+    """The signals stage: the session's playbooks, its calibration, the event halts and the learner's policy."""
     playbooks = session_playbooks(config)
     halts = load_event_halts(session_risk(config))
     engine = SignalEngine(
@@ -265,8 +279,21 @@ def build_signals(config: SessionConfig, calendar: MarketCalendar) -> SignalStag
         calibration=load_calibration(playbooks.calibration),
         is_halted=lambda ts: halts.halt_active(ts) is not None,
         calendar=calendar,
+        learner_mode=config.learner.mode,
+        policy=session_policy(config),
     )
     return SignalStage(engine)
+
+
+def build_learner(config: SessionConfig, state: StateStore | None = None) -> Stage:
+    """The learner stage in the session's learner mode (``config/learner.yaml``; scikit-learn is
+    imported only here, so a session with the learner off never loads it)."""
+    from services.learner.config import load_learner_config
+    from services.learner.engine import LearnerEngine
+    from services.learner.stage import LearnerStage
+
+    engine = LearnerEngine(load_learner_config(config.config_dir / "learner.yaml"))
+    return LearnerStage(engine, state, config.learner.mode)
 
 
 def risk_multiplier(calibration: Path | None) -> float:
@@ -319,10 +346,16 @@ def build_oms(config: SessionConfig, clock: ReplayClock, calendar: MarketCalenda
 
 def build_stages(config: SessionConfig, clock: ReplayClock, state: StateStore, calendar: MarketCalendar,
                  audit: AuditSink | None = None) -> list[Stage]:
-    """Every stage, in :data:`STAGE_ORDER`, sharing one clock and state store (the embedded wiring)."""
-    return [
+    """Every stage, in :data:`STAGE_ORDER`, sharing one clock and state store (the embedded wiring).
+
+    With the learner on (``learner.mode`` frozen or walk-forward) the learner stage comes last, the
+    place the services-mode lockstep gives a stage outside :data:`STAGE_ORDER`, so both runs agree."""
+    stages: list[Stage] = [
         build_features(config, calendar),
         build_signals(config, calendar),
         build_risk(config, clock, state, calendar),
         build_oms(config, clock, calendar, audit),
     ]
+    if config.learner.mode != "off":
+        stages.append(build_learner(config))
+    return stages

@@ -196,6 +196,12 @@ def add_data_args(p: argparse.ArgumentParser, *, calibration: bool = True) -> No
     if calibration:
         p.add_argument("--calibration", help="calibration JSON read by signals and risk when it exists; none: off "
                        "(default backtests/calibration.json)")
+    p.add_argument("--learner", choices=("off", "frozen", "walk-forward"),
+                   help="off (default): the playbooks as written; frozen: apply the policy in --learner-model "
+                   "(bandit, meta-label gate, regimes); walk-forward: retrain it every session on the trades "
+                   "closed before that session only")
+    p.add_argument("--learner-model", type=Path, metavar="POLICY_JSON",
+                   help="learner policy (python -m mlops.train --policy-output); required with --learner frozen")
     p.add_argument("--session-file", type=Path, help="session YAML (SessionConfig fields)")
 
 
@@ -215,7 +221,9 @@ def config_from_args(args: argparse.Namespace, symbols: Sequence[str] | None, *,
     elif args.data is not None:
         market["source"], replay["path"] = "replay", args.data
     cli: dict[str, object] = {"symbols": list(symbols) if symbols else None, "config_dir": args.config_dir,
-                              "calibration": {"path": args.calibration}, "market_data": market}
+                              "calibration": {"path": args.calibration}, "market_data": market,
+                              "learner": {"mode": getattr(args, "learner", None),
+                                          "model": getattr(args, "learner_model", None)}}
     loaded = load_session_config(cli, session_file=args.session_file)
     unset = loaded.origin(("market_data", "source")) == "default" and loaded.origin(
         ("market_data", "replay", "path")) == "default"

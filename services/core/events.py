@@ -13,6 +13,8 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from services.core.learner_policy import LearnerPolicy
+
 SCHEMA_VERSION: Final = 1
 
 # Decoding rejects non-finite and non-positive prices; sizes must be >= 0.
@@ -257,6 +259,9 @@ class LearnerUpdate(Event, frozen=True, tag="learner_update"):
     model: Symbol
     version: Annotated[int, msgspec.Meta(ge=0)]
     gates: dict[str, float]
+    # A walk-forward retrain's policy, which signals applies from then on (none: an online view only).
+    # Optional and last, so the schema stays version 1.
+    policy: LearnerPolicy | None = None
 
 
 class RegimeChange(Event, frozen=True, tag="regime_change"):

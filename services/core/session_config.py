@@ -258,6 +258,33 @@ class PlaybookSelection(_Section):
     _list = field_validator("enabled", mode="before")(lambda v: _split(v))
 
 
+class LearnerSettings(_Section):
+    """Whether the learner changes what trades (``--learner``; services/learner, services/core/learner_policy).
+
+    ``off`` (the default, so a backtest replays the playbooks as written): no learner stage in the
+    pipeline, no policy, no regimes. ``frozen``: signals applies the policy in ``model`` (written by
+    ``python -m mlops.train --policy-output``) and the learner's change-point detector enables the
+    playbooks that declare ``regimes:``; nothing is learned during the session. ``walk-forward``: the
+    same, but the learner retrains the policy on a schedule from the trades closed so far (in a
+    backtest: only data before each retrain) and signals applies every retrain, starting from
+    ``model`` when given, else from no policy.
+    """
+
+    mode: Literal["off", "frozen", "walk-forward"] = Field(default="off",
+                                                          description="off, frozen or walk-forward.")
+    model: Path | None = Field(default=None, description="Policy JSON (mlops.train --policy-output); "
+                               "required with frozen, the starting policy of walk-forward.")
+
+    _none = field_validator("model", mode="before")(lambda v: _none_word(v))
+
+    @model_validator(mode="after")
+    def _frozen_needs_model(self) -> LearnerSettings:
+        if self.mode == "frozen" and self.model is None:
+            raise ValueError("learner mode frozen needs learner.model (--learner-model, DREAMBOT_LEARNER_MODEL): "
+                             "a policy written by python -m mlops.train --policy-output")
+        return self
+
+
 class SessionConfig(BaseSettings):
     """One trading session: what it trades, in which mode, with what data, broker, bus and limits."""
 
@@ -280,6 +307,7 @@ class SessionConfig(BaseSettings):
     calibration: CalibrationSettings = Field(default_factory=CalibrationSettings)
     risk: RiskOverrides = Field(default_factory=RiskOverrides)
     playbooks: PlaybookSelection = Field(default_factory=PlaybookSelection)
+    learner: LearnerSettings = Field(default_factory=LearnerSettings)
     approval_key: SecretStr | None = Field(
         default=None, description="Key of risk's HMAC approval of every order (env DREAMBOT_APPROVAL_KEY only); "
         "required in services mode, a random in-process key for an embedded session without one.")
@@ -374,6 +402,8 @@ ENV_NAMES: Final[Mapping[str, tuple[str, ...]]] = {
     "DREAMBOT_REDIS_URL": ("redis", "url"),
     "DREAMBOT_HTTP_PORT": ("http", "port"),
     "DREAMBOT_HTTP_HOST": ("http", "host"),
+    "DREAMBOT_LEARNER": ("learner", "mode"),
+    "DREAMBOT_LEARNER_MODEL": ("learner", "model"),
     "DREAMBOT_APPROVAL_KEY": ("approval_key",),
 }
 #: Variables that name where to look rather than a field.

@@ -41,13 +41,19 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import gammaln, logsumexp
+from scipy.special import gammaln
 
 from services.core.calendar import NS_PER_S
 from services.core.events import RegimeChange
 from services.learner.config import ChangePointConfig
 
 FloatArray = NDArray[np.float64]
+
+
+def logsumexp(a: FloatArray) -> float:
+    """log(sum(exp(a))) of a non-empty finite array (scipy's, without its per-call overhead)."""
+    m = float(np.max(a))
+    return m + math.log(float(np.sum(np.exp(a - m))))
 UNKNOWN_REGIME = "unknown"
 _MIN_VAR = 1e-18
 

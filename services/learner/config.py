@@ -231,6 +231,33 @@ class CombineConfig(_Strict):
     )
 
 
+class PolicyConfig(_Strict):
+    """The policy signals applies (services/core/learner_policy.py) and how walk-forward retrains it."""
+
+    epsilon: float = Field(
+        default=0.05, ge=0, le=1,
+        description="Exploration: the bandit picks uniformly among the candidates and abstain with this "
+        "probability (the chosen arm's propensity is logged with the intent).",
+    )
+    abstain_value: float = Field(
+        default=0.4, ge=0, le=1,
+        description="Value of the abstain arm: a playbook whose bucket's posterior win rate is below it is not traded.",
+    )
+    min_meta_trades: int = Field(
+        default=30, ge=4, description="Trades a playbook needs before it gets a meta-labeling classifier."
+    )
+    meta_c: float = Field(default=1.0, gt=0, description="Inverse L2 strength of the logistic regression.")
+    calibration_folds: int = Field(
+        default=3, ge=2, le=10, description="Time-ordered folds of the sigmoid (Platt) calibration."
+    )
+    retrain_every_sessions: int = Field(
+        default=1, ge=1, description="Walk-forward: retrain at the first vector of every n-th new session."
+    )
+    min_retrain_trades: int = Field(
+        default=10, ge=1, description="Walk-forward: no policy before this many closed trades."
+    )
+
+
 class LearnerConfig(_Strict):
     """The learner stage (``config/learner.yaml``)."""
 
@@ -240,6 +267,7 @@ class LearnerConfig(_Strict):
     bandit: BanditConfig = Field(default=BanditConfig(), description="Contextual Beta bandit.")
     changepoint: ChangePointConfig = Field(default=ChangePointConfig(), description="Change-point detector.")
     combine: CombineConfig = Field(default=CombineConfig(), description="Gate probability.")
+    policy: PolicyConfig = Field(default=PolicyConfig(), description="The policy signals applies; walk-forward.")
     dedupe_window: int = Field(default=4096, ge=1, description="Recent outcome ids remembered to drop redeliveries.")
 
     @model_validator(mode="after")

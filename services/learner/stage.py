@@ -12,10 +12,14 @@ import json
 from collections.abc import Callable, Mapping
 
 from services.core import keys, topics
-from services.core.events import Event, FeatureVector, TradeOutcome
+from services.core.events import Event, FeatureVector, LearnerUpdate, TradeOutcome
+from services.core.learner_policy import LearnerMode
 from services.core.stage import Output
 from services.core.state import StateStore
-from services.learner.engine import LearnerEngine
+from services.learner.engine import LabeledTrade, LearnerEngine
+from services.learner.walk_forward import WalkForward
+
+POLICY_MODEL = "policy"
 
 LearnerGate = Callable[[str, Mapping[str, float]], float]
 
@@ -49,15 +53,19 @@ class LearnerStage:
     name: str = "learner"
     inputs: tuple[str, ...] = (topics.OUTCOMES, topics.FEATURES)
 
-    def __init__(self, engine: LearnerEngine, state: StateStore | None = None) -> None:
+    def __init__(self, engine: LearnerEngine, state: StateStore | None = None, mode: LearnerMode = "off") -> None:
         self.engine = engine
-        self._state = state
-        if state is not None:
-            saved = state.get(keys.LEARNER_STATE)
+        self.mode = mode
+        self.walk_forward = WalkForward(engine.config) if mode == "walk-forward" else None
+        self._state = state if mode == "off" else None
+        if self._state is not None:
+            saved = self._state.get(keys.LEARNER_STATE)
             if saved is not None:
                 decode_state(engine, saved)
 
     def handle(self, topic: str, event: Event) -> list[Output]:
+        if self.mode != "off":
+            return self._policy_mode(topic, event)
         if isinstance(event, TradeOutcome):
             update = self.engine.on_outcome(event)
             if update is None:
@@ -67,6 +75,25 @@ class LearnerStage:
         if isinstance(event, FeatureVector):
             change = self.engine.on_features(event)
             return [] if change is None else [Output(topics.LEARNER, change.underlying, change)]
+        raise ValueError(f"learner stage cannot handle {type(event).__name__} on {topic}")
+
+    def _policy_mode(self, topic: str, event: Event) -> list[Output]:
+        if isinstance(event, TradeOutcome):
+            if self.walk_forward is not None:
+                self.walk_forward.add(LabeledTrade.from_outcome(event))
+            return []
+        if isinstance(event, FeatureVector):
+            out: list[Output] = []
+            if self.walk_forward is not None and "close" in event.values:
+                policy = self.walk_forward.on_time(event.ts)
+                if policy is not None:
+                    update = LearnerUpdate(ts=event.ts, underlying=event.symbol, model=POLICY_MODEL,
+                                           version=policy.version, gates={}, policy=policy)
+                    out.append(Output(topics.LEARNER, event.symbol, update))
+            change = self.engine.on_features(event)
+            if change is not None:
+                out.append(Output(topics.LEARNER, change.underlying, change))
+            return out
         raise ValueError(f"learner stage cannot handle {type(event).__name__} on {topic}")
 
     def save(self) -> None:

@@ -462,6 +462,11 @@ class _Runner:
         stages = [x for x in replay.lockstep_stages if x != SOURCE]
         if self.name != SOURCE and self.name not in stages:
             return None
+        if s.learner.mode != "off" and "learner" not in stages:
+            # The embedded run has the learner in its pipeline; a lockstep without it would differ.
+            raise ConfigError(f"learner mode {s.learner.mode} in a lockstep replay needs the learner in it: "
+                              "add learner to market_data.replay.lockstep_stages (DREAMBOT_LOCKSTEP_STAGES) "
+                              "and start the learner stage")
         try:
             inputs = self.pipeline.inputs(stages)
             order = self.pipeline.order

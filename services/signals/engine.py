@@ -14,6 +14,18 @@ For each FeatureVector the enabled playbooks of its symbol are evaluated in conf
    close) and, unless the playbook holds overnight, the flatten time (``flatten_before_close_minutes``
    before the close, early closes included); a signal at or after the flatten time fires nothing.
 
+With a learner (the session's ``--learner frozen|walk-forward``) two more steps apply: a playbook
+that declares ``regimes:`` is skipped unless the underlying's latest regime (RegimeChange from the
+learner's change-point detector; ``unknown`` before the first) is one of them, and once every
+playbook has been evaluated the learner's policy (:mod:`services.core.learner_policy`) picks among
+the playbooks that would fire: per context bucket the bandit chooses one of them or abstains, and
+the chosen playbook's meta-labeling probability must reach its ``gates.learner.min_probability``.
+Only that intent is published; its reason ends with what the learner contributed (arm, bucket,
+propensity, probability, regime) and its features carry every value of the vector (what the
+learner trains on) plus ``learner_probability`` and ``learner_propensity``. Walk-forward starts
+without a policy (every candidate fires, regimes still apply) and takes each retrain from a
+LearnerUpdate.
+
 The intent's ``reason`` spells out every condition with its actual values, every gate passed, the
 contract choice, the bracket and the size arithmetic; ``features`` holds the values used. Ids are
 ``<symbol>-<playbook>-<ts>``. The engine reads no clock and does no I/O: the same events give the
@@ -26,8 +38,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import msgspec
+
 from services.core.calendar import NS_PER_S, MarketCalendar, default_calendar, iso_ny, ny_date
-from services.core.events import ChainSnapshot, FeatureVector, RegimeChange, SignalIntent
+from services.core.events import ChainSnapshot, FeatureVector, LearnerUpdate, RegimeChange, SignalIntent
+from services.core.learner_policy import POOLED, UNKNOWN_REGIME, LearnerMode, LearnerPolicy, PolicyIndex
 from services.signals.contracts import (
     ContractRecord,
     Right,
@@ -105,8 +120,12 @@ class SignalEngine:
         calendar: MarketCalendar | None = None,
         chain_records_fn: ChainRecords | None = None,
         rate: float = 0.0,
+        learner_mode: LearnerMode = "off",
+        policy: LearnerPolicy | None = None,
     ) -> None:
         self.config = config
+        self.learner_mode: LearnerMode = learner_mode
+        self.policy: PolicyIndex | None = PolicyIndex(policy) if policy is not None else None
         self.calibration = calibration or Calibration(
             config.calibration.risk_multiplier, config.calibration.pot_threshold, "defaults"
         )
@@ -134,6 +153,15 @@ class SignalEngine:
         """Remember the latest named regime per underlying for regime gates."""
         self._regimes[event.underlying] = event.regime
 
+    def on_learner(self, update: LearnerUpdate) -> None:
+        """Apply a retrained policy (walk-forward); an update without one changes nothing."""
+        if update.policy is not None and self.learner_mode != "off":
+            self.policy = PolicyIndex(update.policy)
+
+    def regime(self, symbol: str) -> str:
+        """The learner's latest regime of ``symbol`` (``unknown`` before its first change point)."""
+        return self._regimes.get(symbol, UNKNOWN_REGIME)
+
     def set_calibration(self, calibration: Calibration) -> None:
         """Swap in a new calibration (risk multiplier, probability-of-touch threshold)."""
         self.calibration = calibration
@@ -144,14 +172,55 @@ class SignalEngine:
 
     def evaluate(self, fv: FeatureVector) -> list[Decision]:
         """Every enabled playbook's decision for this FeatureVector (also kept in ``last_decisions``)."""
-        decisions = []
-        for pb in self.config.for_symbol(fv.symbol):
-            decision = self._evaluate(pb, fv)
-            self.last_decisions[(fv.symbol, pb.name)] = decision
+        playbooks = self.config.for_symbol(fv.symbol)
+        decisions = [self._evaluate(pb, fv) for pb in playbooks]
+        if self.learner_mode != "off":
+            decisions = self._learner_step(fv, playbooks, decisions)
+        for decision in decisions:
+            self.last_decisions[(fv.symbol, decision.playbook)] = decision
             if decision.intent is not None:
-                self._last_fired[(fv.symbol, pb.name)] = fv.ts
-            decisions.append(decision)
+                self._last_fired[(fv.symbol, decision.playbook)] = fv.ts
         return decisions
+
+    def _learner_step(self, fv: FeatureVector, playbooks: Sequence[Playbook],
+                      decisions: list[Decision]) -> list[Decision]:
+        """The policy's choice among the decisions that fired (module docstring)."""
+        fired = [d for d in decisions if d.intent is not None]
+        if not fired:
+            return decisions
+        regime = self.regime(fv.symbol)
+        by_name = {pb.name: pb for pb in playbooks}
+        context = {k: v for k, v in fv.values.items() if math.isfinite(v)}
+        policy = self.policy
+        if policy is None:
+            text = f"learner [{self.learner_mode}: no policy trained yet, every candidate fires; regime {regime!r}]"
+            return [d if d.intent is None else _with_learner(d, text, context, None, None) for d in decisions]
+        choice = policy.choose([d.playbook for d in fired], fv.values, fv.symbol, fv.ts)
+        p = policy.policy
+        head = f"learner [{self.learner_mode} policy v{p.version} ({p.trades} trades): {choice.text()}"
+        out = []
+        for d in decisions:
+            if d.intent is None:
+                out.append(d)
+            elif d.playbook != choice.arm:
+                out.append(Decision(d.playbook, d.symbol, d.ts, f"{head}; regime {regime!r}]"))
+            else:
+                threshold = by_name[d.playbook].gates.learner.min_probability
+                model = policy.meta(d.playbook)
+                if model is None:
+                    prob = None
+                    meta = f"meta: no classifier for {d.playbook} (too few trades of both outcomes), not gated"
+                else:
+                    prob = model.probability({**context, **d.intent.features}, d.playbook)
+                    kind = "pooled" if model.playbook == POOLED else "own"
+                    meta = (f"meta p={fmt(prob)} {'>=' if prob >= threshold else '<'} {fmt(threshold)} "
+                            f"({kind} calibrated logistic, {model.trades} trades, win rate {fmt(model.win_rate)})")
+                text = f"{head}; {meta}; regime {regime!r}]"
+                if prob is not None and prob < threshold:
+                    out.append(Decision(d.playbook, d.symbol, d.ts, text))
+                else:
+                    out.append(_with_learner(d, text, context, prob, choice.propensity))
+        return out
 
     # --- one playbook ---------------------------------------------------------------------------
 
@@ -173,6 +242,13 @@ class SignalEngine:
                 return no(f"entry[{i}] not met: {result.detail}")
             entry_texts.append(result.detail)
 
+        regime_text = None
+        if pb.regimes and self.learner_mode != "off":
+            regime = self.regime(symbol)
+            if regime not in pb.regimes:
+                return no(f"learner regime {regime!r} not in the playbook's regimes {list(pb.regimes)}")
+            regime_text = f"learner regime {regime!r} in {list(pb.regimes)}"
+
         sym_cfg = self.config.symbols[symbol]
         ctx = GateContext(
             ts=ts,
@@ -182,8 +258,11 @@ class SignalEngine:
             calendar=self._calendar,
             is_halted=self._is_halted if pb.gates.event_halts else None,
             learner=self._learner,
+            learner_gate=self.learner_mode == "off",
         )
         gates, probability = context_gates(pb.gates, pb.name, ctx)
+        if regime_text is not None:
+            gates.insert(0, GateResult("regime", True, regime_text))
         if gates and not gates[-1].passed:
             return no(f"gate {gates[-1]}")
         rules = session_rules(pb, ts, self._calendar or default_calendar())
@@ -246,6 +325,8 @@ class SignalEngine:
 
         reason = _reason(pb, symbol, entry_texts, gates, selection, limit_text, bracket.reason, size.reason)
         reason += f"; calibration {self.calibration.source}"
+        if self.learner_mode == "off" and self._learner is None:
+            reason += "; learner off"
         features = _used_features(pb, values, contract, chain, nearest, probability)
         intent = SignalIntent(
             ts=ts,
@@ -274,6 +355,21 @@ class SignalEngine:
         records = self._records_fn(chain, chain.ts)
         self._records[chain.underlying] = (chain, records)
         return records
+
+
+def _with_learner(decision: Decision, text: str, context: Mapping[str, float], probability: float | None,
+                  propensity: float | None) -> Decision:
+    """``decision`` with the learner's contribution in its intent's reason and features."""
+    intent = decision.intent
+    assert intent is not None
+    features = {**context, **intent.features}
+    if probability is not None:
+        features["learner_probability"] = float(probability)
+    if propensity is not None:
+        features["learner_propensity"] = float(propensity)
+    reason = f"{intent.reason}; {text}"
+    new = msgspec.structs.replace(intent, reason=reason, features=dict(sorted(features.items())))
+    return Decision(decision.playbook, decision.symbol, decision.ts, reason, new)
 
 
 def _reason(

@@ -229,6 +229,8 @@ class GateContext:
     calendar: MarketCalendar | None = None
     is_halted: IsHalted | None = None
     learner: LearnerProbability | None = None
+    learner_gate: bool = True
+    """False: the session's learner policy decides after the gates (the engine's learner step)."""
 
 
 def context_gates(gates: Gates, playbook: str, ctx: GateContext) -> tuple[list[GateResult], float | None]:
@@ -253,6 +255,8 @@ def context_gates(gates: Gates, playbook: str, ctx: GateContext) -> tuple[list[G
         return results, None
     max_bps = gates.max_spread_bps
     if max_bps is not None and not run(spread_gate(max_bps, ctx.values, index=ctx.index)):
+        return results, None
+    if not ctx.learner_gate:
         return results, None
     result, p = learner_gate(gates.learner, ctx.learner, playbook, ctx.values)
     run(result)

@@ -51,6 +51,7 @@ Schema (every mapping rejects unknown keys)::
         #   or   {mode: atr, take_profit_atr: 1.0, stop_loss_atr: 0.5, atr_feature: atr_14}
         sizing: {risk_per_trade_usd: 200, max_contracts: 5}
         cooldown_minutes: 15
+        regimes: [range, unknown]   # optional: only in these learner regimes (--learner frozen|walk-forward)
         entry_ttl_s: 120                              # the entry may fill this long after the signal
         flatten_before_close_minutes: 5               # flat this long before the close (early closes too)
         hold_overnight: false                         # true: no flatten, the bracket stays live
@@ -76,6 +77,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from services.core.feature_names import CHAIN_FEATURES as CHAIN_FEATURES
 from services.core.feature_names import KNOWN_FEATURES as KNOWN_FEATURES
 from services.core.feature_names import UNDERLYING_FEATURES as UNDERLYING_FEATURES
+from services.core.learner_policy import REGIMES
 from services.core.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, load_yaml
 
 OPS: Final[tuple[str, ...]] = ("<", "<=", ">", ">=", "==", "!=", "between")
@@ -368,12 +370,24 @@ class Playbook(_Model):
         "many minutes before the session's close (13:00 on early closes).")
     hold_overnight: bool = Field(
         default=False, description="Keep positions and their exit orders past the close (no flatten).")
+    regimes: tuple[str, ...] = Field(
+        default=(), description="With a learner (--learner frozen|walk-forward): trade only while the change-point "
+        "detector's regime of the underlying is one of these (trend, range, high_vol; unknown: before its first "
+        "change point). Empty: every regime. With --learner off no regime is known and this is not checked.")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
             raise ValueError(f"name {v!r} must match [a-z][a-z0-9_]* and be at most 32 characters")
+        return v
+
+    @field_validator("regimes")
+    @classmethod
+    def _regimes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [r for r in v if r not in REGIMES]
+        if unknown:
+            raise ValueError(f"unknown regime(s) {', '.join(unknown)} (the detector reports {', '.join(REGIMES)})")
         return v
 
     @property

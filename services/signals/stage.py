@@ -24,7 +24,9 @@ class SignalStage:
             self.engine.on_chain(event)
         elif isinstance(event, RegimeChange):
             self.engine.on_regime(event)
-        elif not isinstance(event, LearnerUpdate):
+        elif isinstance(event, LearnerUpdate):
+            self.engine.on_learner(event)
+        else:
             raise ValueError(f"signals stage cannot handle {type(event).__name__} on {topic}")
         return []
 

@@ -200,17 +200,17 @@ def test_halt_and_learner_block_with_reason() -> None:
 
     def learner(playbook: str, features) -> float:
         seen.append((playbook, features["adx_14"]))
-        return 0.49
+        return 0.39
 
     engine, _ = engine_with(learner=learner)
     decision = _decision(engine, "vwap_reversion_calls", close=618.99, adx_14=19.99)
-    assert decision.reason == "gate learner: too unlikely: p=0.49 >= 0.5"
+    assert decision.reason == "gate learner: too unlikely: p=0.39 >= 0.4"
     assert seen[0] == ("vwap_reversion_calls", 19.99)
 
-    engine, _ = engine_with(learner=lambda pb, f: 0.5)
+    engine, _ = engine_with(learner=lambda pb, f: 0.4)
     intent = _decision(engine, "vwap_reversion_calls", close=618.99, adx_14=19.99).intent
-    assert intent is not None and intent.features["learner_probability"] == 0.5
-    assert "learner: p=0.5 >= 0.5" in intent.reason
+    assert intent is not None and intent.features["learner_probability"] == 0.4
+    assert "learner: p=0.4 >= 0.4" in intent.reason
 
 
 def _one_playbook(**extra) -> dict:
