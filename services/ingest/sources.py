@@ -34,10 +34,11 @@ import datetime as dt
 import math
 import re
 import sys
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
@@ -88,6 +89,9 @@ _PARQUET_SUFFIXES = (".parquet", ".pq")
 _DUCKDB_SUFFIXES = (".duckdb", ".db")
 _EPOCH_UNITS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
 _TS_MAX = float(np.iinfo(np.int64).max)
+#: How far past the wall clock a recorded bar may be stamped (clock skew, time zones) before it is
+#: refused as from the future.
+FUTURE_TOLERANCE_NS: Final = 86_400 * 1_000_000_000
 
 #: Roots a file name may name (index and ETF underlyings and their option roots); a file without a
 #: symbol column whose name names one of them holds that symbol's bars.
@@ -368,7 +372,9 @@ class BarReplay:
     ) -> None:
         self.symbol = symbol
         self.source = source
-        validator = BarValidator(source)
+        # A recorded file holds no bar from after now: one stamped beyond the wall clock (plus a day for
+        # clock skew and time zones) is refused as "future" instead of hiding every good row after it.
+        validator = BarValidator(source, not_after_ns=time.time_ns() + FUTURE_TOLERANCE_NS)
         kept: list[_Part] = []
         for part in parts:
             mask = validator.check_batch(

@@ -46,6 +46,7 @@ class RejectReason(StrEnum):
     CROSSED_QUOTE = "crossed_quote"
     NEGATIVE_SIZE = "negative_size"
     IMPLAUSIBLE = "implausible"
+    FUTURE = "future"
 
 
 #: Default plausibility bounds of a bar: price (USD per share or index point) and volume per bar.
@@ -249,13 +250,18 @@ class BarValidator:
 
     def __init__(
         self, source: str = "", *, max_examples: int = 20, on_reject: RejectHook | None = None,
-        max_price: float = MAX_PRICE, max_volume: float = MAX_VOLUME,
+        max_price: float = MAX_PRICE, max_volume: float = MAX_VOLUME, not_after_ns: int | None = None,
     ) -> None:
         self._ledger = _Ledger(source, max_examples, on_reject)
         self.max_price = max_price
         self.max_volume = max_volume
+        #: A row stamped after this (e.g. the wall clock plus a tolerance, for a recorded file) is from
+        #: the future: refused as ``future`` before the ordering check (None: no such bound).
+        self.not_after_ns = not_after_ns
 
-    def _plausibility(self, high: float, volume: float) -> tuple[RejectReason, str] | None:
+    def _plausibility(self, high: float, volume: float, ts: int | None = None) -> tuple[RejectReason, str] | None:
+        if ts is not None and self.not_after_ns is not None and ts > self.not_after_ns:
+            return RejectReason.FUTURE, f"stamped after {_when(self.not_after_ns)}: a bar from the future"
         if high > self.max_price:
             return RejectReason.IMPLAUSIBLE, f"price {high!r} above the {self.max_price:g} bound"
         if volume > self.max_volume:
@@ -305,7 +311,7 @@ class BarValidator:
         assert ts is not None
         problem = bar_problem(open, high, low, close, volume, vwap, trades)
         if problem is None:
-            problem = self._plausibility(high, volume)
+            problem = self._plausibility(high, volume, ts)
         if problem is None:
             problem = led.order_problem(symbol, ts, allow_equal=False)
         if problem is not None:
@@ -376,8 +382,11 @@ class BarValidator:
                 accept[i] = True
             else:
                 refused.append((i, int(ts[i]), *found))
-        for i in np.flatnonzero(accept & ((high > self.max_price) | (volume > self.max_volume))).tolist():
-            found = self._plausibility(float(high[i]), float(volume[i]))
+        implausible = (high > self.max_price) | (volume > self.max_volume)
+        if self.not_after_ns is not None:
+            implausible |= ts > self.not_after_ns
+        for i in np.flatnonzero(accept & implausible).tolist():
+            found = self._plausibility(float(high[i]), float(volume[i]), int(ts[i]))
             assert found is not None
             accept[i] = False
             refused.append((i, int(ts[i]), *found))

@@ -46,3 +46,17 @@ def test_the_bounds_are_configurable_and_batch_agrees_with_row_by_row() -> None:
                 for t, p in zip(ts, o, strict=True)]
     assert [r is None for r in verdicts] == [True, False, True]
     assert verdicts[1] is not None and verdicts[1].reason == RejectReason.IMPLAUSIBLE
+
+
+def test_a_row_from_the_future_is_refused_and_the_rows_after_it_are_kept(tmp_path: Path) -> None:
+    rows = list(ROWS)
+    rows[2] = "2099-07-09 09:32:00-04:00,620.3,620.5,620.2,620.4,900"  # dated decades ahead
+    path = tmp_path / "spy.csv"
+    path.write_text("\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
+    replay = open_bars(path, "SPY")
+    closes = [b.close for b in replay]
+    assert closes == [620.2, 620.4, 620.8, 620.3], "the good rows after the future one are kept"
+    future = replay.report.examples[0]
+    assert (future.reason, future.row) == (RejectReason.FUTURE, 4)
+    assert future.detail.endswith(": a bar from the future")
+    assert replay.report.counts == {RejectReason.FUTURE: 1, RejectReason.IMPLAUSIBLE: 1}

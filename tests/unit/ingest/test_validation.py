@@ -173,6 +173,7 @@ def test_reason_values_are_stable_strings() -> None:
         "crossed_quote",
         "negative_size",
         "implausible",
+        "future",
     }
 
 
