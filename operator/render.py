@@ -29,6 +29,8 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 STAGES: Final = ("ingest", "features", "signals", "risk", "oms", "learner")
 ENTRY_STAGES: Final = ("signals",)  # scaled to zero by the kill switch; risk and oms keep running
 JOB_MODULES: Final = {"training": "mlops.train", "calibration": "mlops.calibrate"}
+#: Where a job writes its files (the pod's /tmp emptyDir); MLflow keeps them as the run's artifacts.
+JOB_OUTPUT_DIR: Final = "/tmp/dreambot"
 
 HTTP_PORT: Final = 9100
 CONFIG_DIR: Final = "/etc/dreambot"
@@ -492,6 +494,16 @@ def render_service(ref: SessionRef, stage: str) -> Manifest:
     }
 
 
+def job_args(spec: Mapping[str, Any], job: str) -> list[str]:
+    """The job's required arguments: the session's symbols (its data comes from the mounted
+    session.yaml: a replay source, else synthetic bars) and where the outputs go."""
+    symbols = [str(s).upper() for s in spec.get("symbols") or ()]
+    if job == "training":
+        return ["--symbols", *symbols, "--output", f"{JOB_OUTPUT_DIR}/learner_state.json",
+                "--policy-output", f"{JOB_OUTPUT_DIR}/policy.json"]
+    return ["--symbols", *symbols, "--output", f"{JOB_OUTPUT_DIR}/calibration.json"]
+
+
 def render_cron_job(ref: SessionRef, spec: Mapping[str, Any], job: str, ctx: RenderContext) -> Manifest:
     """The learner training or nightly calibration CronJob. Each run's Job name reaches the
     container as DREAMBOT_RUN_ID, so the MLflow run can be traced back to it."""
@@ -510,6 +522,7 @@ def render_cron_job(ref: SessionRef, spec: Mapping[str, Any], job: str, ctx: Ren
         "name": job,
         "image": str(job_spec.get("image") or spec.get("image") or ctx.default_image),
         "command": ["python", "-m", JOB_MODULES[job]],
+        "args": job_args(spec, job),
         "env": env,
         "resources": _resources(job_spec.get("resources"), JOB_RESOURCES),
         "volumeMounts": _volume_mounts(),

@@ -85,6 +85,12 @@ class PaperConfig(_Frozen):
     stop_on_underlying: bool = Field(
         default=False, description="Also trigger stop legs from the OrderRequest's underlying_stop level."
     )
+    latency_ms: float | None = Field(
+        default=None,
+        ge=0,
+        description="Order latency: an order trades only on a quote stamped after it was sent and at least "
+        "this many ms later (never the quote in hand). None: fills on arrival against the last quote.",
+    )
     duration: Literal["day", "gtc"] = Field(
         default="gtc",
         description="day: every working order expires at the session close; gtc: only expiring ones.",

@@ -34,6 +34,12 @@ Fill rules (``slip`` = ``slippage_ticks`` x the root's tick at the touch price):
   treated as exercised and immediately closed at intrinsic (a cash equivalent for PnL), out of the
   money they expire worthless (a settlement at 0). Settlements pay ``exercise_fee_per_contract``.
 
+Latency (``latency_ms``, off when None): an order reaches the venue ``latency_ms`` after it is sent (an
+entry or flatten when submitted, a bracket's exit legs when the entry's fill activates them). It never
+trades against the quote in hand when it was sent: its first look is the first quote stamped strictly
+after it was sent and at or after send + latency, where it is marketable on arrival as above (a buy at
+``min(limit, ask + slip)``), and it rests from then on. Until then it does not fill or trigger.
+
 Event timestamps: fills carry the quote's (or underlying print's) ``ts``; submissions, cancels and
 modifications carry the injected clock's now.
 """
@@ -105,6 +111,8 @@ class _PaperOrder:
     exposure: int = 1
     seq: int = 0
     last_event: OrderEvent | None = None
+    sent_ns: int | None = None  # with latency: when the order was sent ...
+    ready_ns: int | None = None  # ... and the first quote time it may trade against
 
 
 @dataclass(slots=True)
@@ -282,8 +290,8 @@ class PaperBroker:
         ts = self.clock.now_ns()
         out = [self._emit(order, "modified", ts, stop_price=round(stop_price, 2), reason="stop modified")]
         quote = self._quotes.get(order.state.contract)
-        if quote is not None and order.active:
-            self._evaluate(order, quote, ts, out)
+        if quote is not None and order.active and self.config.latency_ms is None:
+            self._evaluate(order, quote, ts, out)  # with latency the new level meets the next quote
         return out
 
     # -- market data --------------------------------------------------------------------------
@@ -496,8 +504,22 @@ class PaperBroker:
             return quote.bid <= stop
         return quote.ask > 0 and quote.ask >= stop
 
+    def _delay(self, order: _PaperOrder, ts: int) -> bool:
+        """With latency on: hold ``order`` until the venue has it (True); else False."""
+        latency = self.config.latency_ms
+        if latency is None:
+            return False
+        order.sent_ns = ts
+        order.ready_ns = ts + int(latency * 1_000_000)
+        order.rested = False
+        return True
+
     def _arrive(self, order: _PaperOrder, ts: int, out: list[OrderEvent]) -> None:
         """First look at a new (or newly active) order: marketable against the last quote?"""
+        if self._delay(order, ts):
+            if not order.state.is_terminal and order.state.status != "working":
+                out.append(self._emit(order, "working", ts))
+            return
         quote = self._quotes.get(order.state.contract)
         before = len(out)
         if quote is not None:
@@ -511,6 +533,10 @@ class PaperBroker:
         s = order.state
         if not order.active or s.is_terminal:
             return
+        if order.ready_ns is not None and order.sent_ns is not None:
+            if quote.ts <= order.sent_ns or quote.ts < order.ready_ns:
+                return  # not at the venue yet
+            order.ready_ns = order.sent_ns = None
         kind = s.leg
         price: float | None
         if kind == "stop_loss":
@@ -559,7 +585,11 @@ class PaperBroker:
                     out.append(self._emit(child, "working", ts, reason="entry filled"))
             quote = self._quotes.get(s.contract)
             for child in bracket.children:
-                if not child.rested and quote is not None:
+                if child.rested or child.ready_ns is not None or child.state.is_terminal:
+                    continue
+                if self._delay(child, ts):
+                    continue
+                if quote is not None:
                     self._evaluate(child, quote, ts, out)
                 child.rested = True
             if s.is_terminal:

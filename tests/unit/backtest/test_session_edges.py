@@ -85,7 +85,9 @@ def hold_to_expiry(tmp_path: Path, bars: list[Bar], entry_end: dt.datetime, stri
                 quote = next(q for q in chain.quotes if q.symbol == contract)
                 yield Output(topics.SIGNALS, "SPY", SignalIntent(
                     ts=entry_ns, id=f"SPY-test-{entry_ns}", underlying="SPY", playbook="test", contract=contract,
-                    right="C", side="buy", quantity=1, limit_price=quote.ask, take_profit=round(quote.ask * 50, 2),
+                    # A marketable limit: with the broker's latency it fills on the next chain's ask.
+                    right="C", side="buy", quantity=1, limit_price=round(quote.ask * 1.5, 2),
+                    take_profit=round(quote.ask * 50, 2),
                     stop_loss=0.01, reason="hold to expiry", entry_expires_ts=entry_ns + 120 * NS_PER_S,
                     flatten_ts=flatten_ts))
 
@@ -138,13 +140,16 @@ def test_a_day_trading_bracket_is_flat_before_the_close_and_holding_overnight_is
     entry_end = dt.datetime.combine(DAY, dt.time(15, 0), tzinfo=NEW_YORK)
     flatten = int(dt.datetime.combine(DAY, dt.time(15, 55), tzinfo=NEW_YORK).timestamp()) * NS_PER_S
     contract = f"SPY{next_day:%y%m%d}C{int(strike * 1000):08d}"
-    # The 1DTE call's bid at 15:55: the chain the feed builds at the end of the 15:54 bar, rebuilt here.
+    # Flattened at 15:55; the market order reaches the paper venue 500 ms later (broker.yaml latency_ms),
+    # so it sells at the first quote after that: the 1DTE call's bid in the chain the feed builds at the
+    # end of the 15:55 bar (15:56), rebuilt here.
+    sold_at = flatten + 60 * NS_PER_S
     source = synthetic_chain_source(seed=7, calendar=CAL)
     bid = None
     for b in bars:
         if CAL.is_open(b.ts):
             chain = source("SPY", b.close, b.ts + 60 * NS_PER_S)
-            if b.ts + 60 * NS_PER_S == flatten:
+            if b.ts + 60 * NS_PER_S == sold_at:
                 assert chain is not None
                 bid = next(q.bid for q in chain.quotes if q.symbol == contract)
     assert bid is not None and bid > 0
@@ -153,9 +158,9 @@ def test_a_day_trading_bracket_is_flat_before_the_close_and_holding_overnight_is
     events = hold_to_expiry(tmp_path / "flat", bars, entry_end, strike, expiry=next_day, flatten_ts=flatten,
                             session_out=sessions)
     (outcome,) = [o for o in sessions[0].record.outcomes if o.contract == contract]
-    assert (outcome.exit_reason, outcome.exit_ts, outcome.exit_price) == ("session_close", flatten, bid)
+    assert (outcome.exit_reason, outcome.exit_ts, outcome.exit_price) == ("session_close", sold_at, bid)
     flat = [e for e in events if e.leg == "flatten" and e.status == "filled"]
-    assert [(e.ts, e.fill_price, e.filled_quantity) for e in flat] == [(flatten, bid, 1)]
+    assert [(e.ts, e.fill_price, e.filled_quantity) for e in flat] == [(sold_at, bid, 1)]
     # The take-profit and stop were canceled at the flatten; nothing is working or held at the close.
     assert {e.status for e in events if e.leg in ("take_profit", "stop_loss") and e.ts == flatten} == {"canceled"}
     assert sessions[0].oms.is_flat()
