@@ -298,6 +298,8 @@ def session_env(name: str, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
         {"name": "DREAMBOT_REDIS_URL", "value": c.redis.url},
         {"name": "DREAMBOT_CONFIG_DIR", "value": CONFIG_DIR},
         {"name": "DREAMBOT_HTTP_PORT", "value": str(HTTP_PORT)},
+        # Stages bind loopback unless told: in a pod, probes and Prometheus come over the pod network.
+        {"name": "DREAMBOT_HTTP_HOST", "value": "0.0.0.0"},
     ]
 
 

@@ -101,7 +101,8 @@ class RedisConfig(_Section):
 class HttpConfig(_Section):
     """A stage process's /healthz /readyz /metrics endpoints."""
 
-    host: str = Field(default="0.0.0.0", description="Listen address.")
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=255,
+                      description="Listen address: loopback unless set (the operator sets 0.0.0.0 for pods).")
     port: int = Field(default=9100, ge=0, le=65535, description="Port (0: any free one, logged).")
 
 
