@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 
 from services.core.settings import ConfigError
-from services.oms.config import BrokerConfig, load_broker_config
+from services.oms.config import BrokerConfig, PaperConfig, load_broker_config
 
 
 def test_shipped_yaml_matches_the_documented_defaults() -> None:
     cfg = load_broker_config()
-    assert cfg == BrokerConfig()
+    # Every shipped value is the model's default but the paper latency: the model's None (fill on arrival)
+    # is the simulators' and the mechanics tests'; sessions get broker.yaml's 500 ms.
+    assert cfg == BrokerConfig(paper=PaperConfig(latency_ms=500))
     assert cfg.broker == "paper"
     assert cfg.paper.tick_size("SPY", 5.0) == 0.01
     assert (cfg.paper.tick_size("SPXW", 2.95), cfg.paper.tick_size("SPXW", 3.0)) == (0.05, 0.10)
