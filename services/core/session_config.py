@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from dotenv import dotenv_values
@@ -42,6 +43,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from services.core.logs import register_secret, register_secrets
 from services.core.settings import CONFIG_DIR, PROJECT_ROOT, ConfigError, PlausibleModel, load_yaml
 
 DEFAULT_CALIBRATION: Final = PROJECT_ROOT / "backtests" / "calibration.json"
@@ -597,7 +599,18 @@ def load_session_config(
         config = SessionConfig(**merged)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, origins)) from None
+    register_secrets(s.get_secret_value() for s in (config.broker.access_token, config.market_data.polygon.api_key,
+                                                     config.approval_key) if s is not None)
+    register_secret(_url_password(config.redis.url))
     return LoadedConfig(config, origins)
+
+
+def _url_password(url: str) -> str | None:
+    """The password of a URL such as ``redis://:pw@host:6379/0`` (None without one)."""
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
 
 
 def _describe(exc: ValidationError, origins: Mapping[tuple[str, ...], str]) -> str:
