@@ -32,6 +32,7 @@ from pathlib import Path
 
 from services.app.stages import STAGE_ORDER, stage_inputs
 from services.cliutil import OneLineParser, fail
+from services.core.logs import redact_text
 from services.core.session_config import load_session_config
 from services.core.settings import PROJECT_ROOT, ConfigError
 from services.runtime.lockstep import ControlChannel, RoundLog, Topology
@@ -232,10 +233,16 @@ class Deployment:
 
     def save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in self.env.items() if k.startswith(("DREAMBOT_", "OMS_")) and k not in SECRET_ENV}
+        # No secrets on disk: the approval key is left out, URL passwords and registered secrets masked.
+        env = {k: redact_text(v) for k, v in self.env.items()
+               if k.startswith(("DREAMBOT_", "OMS_")) and k not in SECRET_ENV}
         procs = {n: {"pid": p.pid, "port": p.port, "log": str(p.log)} for n, p in self.processes.items()}
         doc = {"session": self.session, "env": env, "processes": procs}
-        (self.directory / "deployment.json").write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        path = self.directory / "deployment.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when an older, wider file was there
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(doc, indent=2))
 
     @classmethod
     def load(cls, session: str, storage: Path = DEFAULT_STORAGE) -> Deployment:
