@@ -35,6 +35,7 @@ import math
 import re
 import sys
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -491,6 +492,9 @@ def _csv_part(path: Path, symbol: str, zone: dt.tzinfo) -> tuple[_Part, pd.DataF
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataSourceError(f"{path}: not a readable CSV ({first})") from None
+    except (OSError, EOFError, zlib.error) as exc:  # a .gz/.bz2/.zip that is not one, or a truncated one
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataSourceError(f"{path}: not a readable compressed CSV ({first})") from None
     # Blank lines are kept while parsing so row numbers stay CSV line numbers; they hold no data.
     df = df[df.notna().any(axis=1).to_numpy()]
     sel = _symbol_rows(df, cols, symbol)

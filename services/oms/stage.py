@@ -69,8 +69,9 @@ class OmsStage:
         if self._close_ns is not None and (ts > self._close_ns or (end_of_data and ts >= self._close_ns)):
             events.extend(self.manager.on_session_close(self._close_ns, dict(self._last_px)))
             self._close_ns = None
-        if self._close_ns is None:
-            session = self._calendar.session(ny_date(ts))
+        day = ny_date(ts)
+        if self._close_ns is None and self._calendar.first <= day <= self._calendar.last:
+            session = self._calendar.session(day)
             if session is not None and ts < session.close_ns:
                 self._close_ns = session.close_ns
         return events
