@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from services.core.learner_policy import POOLED, PolicyIndex, decode_policy
 from services.learner.engine import LearnerEngine
 from tests.harness.mlflow_server import MlflowServer
 from tests.harness.ports import free_port
@@ -88,9 +89,10 @@ def test_train_from_a_trades_json(mlflow_server: MlflowServer, experiment: str, 
     trades_path = tmp_path / "trades.json"
     trades_path.write_text(json.dumps(synthetic_trades(300, seed=5)))
     state_path = tmp_path / "state.json"
+    policy_path = tmp_path / "policy.json"
     proc = run_job(
         "mlops.train",
-        ["--trades", str(trades_path), "--output", str(state_path)],
+        ["--trades", str(trades_path), "--output", str(state_path), "--policy-output", str(policy_path)],
         {"MLFLOW_TRACKING_URI": mlflow_server.uri, "DREAMBOT_MLFLOW_EXPERIMENT": experiment},
     )
     assert proc.returncode == 0, proc.stderr
@@ -118,7 +120,17 @@ def test_train_from_a_trades_json(mlflow_server: MlflowServer, experiment: str, 
     assert metrics["trades.orb_calls"] == 200 and metrics["trades.vwap_reversion_puts"] == 100
 
     listed = {f.path for f in client.list_artifacts(run_id)} | {f.path for f in client.list_artifacts(run_id, "config")}
-    assert {"learner_state.json", "evaluation.json", "config/learner.yaml"} <= listed
+    assert {"learner_state.json", "evaluation.json", "config/learner.yaml", "policy.json"} <= listed
+    # The policy signals applies (--learner frozen): scikit-learn meta models and bandit arms of all 300 trades.
+    policy = decode_policy(policy_path.read_bytes())
+    assert policy.trades == 300 and policy.arms
+    assert {m.playbook for m in policy.meta} == {"orb_calls", "vwap_reversion_puts", POOLED}
+    (tmp_path / "dl").mkdir()
+    logged = json.loads(Path(client.download_artifacts(run_id, "policy.json", str(tmp_path / "dl"))).read_text())
+    assert decode_policy(json.dumps(logged)) == policy
+    orb = PolicyIndex(policy).meta("orb_calls")
+    assert orb is not None
+    assert orb.probability({"adx_14": 40.0}, "orb_calls") > orb.probability({"adx_14": 12.0}, "orb_calls")
     state = json.loads(Path(client.download_artifacts(run_id, "learner_state.json", str(tmp_path))).read_text())
     assert state == json.loads(state_path.read_text())
     engine = LearnerEngine()
