@@ -12,7 +12,8 @@ learnable features its ``reason`` spells out (the signal engine writes every val
 
 Evaluation is time-ordered, never shuffled: trades sorted by entry time, the last
 ``--test-fraction`` is the test set, and training trades still open when the first test trade
-entered are purged (their outcome was not known then). The models are fitted on the rest, scored
+entered are purged (their outcome was not known then). The policy's scikit-learn meta-labeling
+classifiers are fitted on the rest, scored
 on the test set (AUC, log loss, Brier, hit rate; baselines predict the training win rate), then
 refitted on every trade. MLflow gets the parameters, the metrics, ``learner_state.json`` (load it
 with LearnerEngine.load_state), ``evaluation.json``, the learner config and ``policy.json``: the
@@ -40,7 +41,7 @@ import numpy as np
 from mlops.tracking import TrackingError, check_server, start_run, tracking_config
 from services.backtest.main import SYMBOLS, add_data_args
 from services.cliutil import OneLineParser, fail
-from services.core.learner_policy import LearnerPolicy, encode_policy
+from services.core.learner_policy import LearnerPolicy, PolicyIndex, encode_policy
 from services.core.settings import ConfigError
 from services.ingest.sources import DataSourceError
 from services.learner.config import DEFAULT_LEARNER_PATH, LEARNABLE_FEATURES, LearnerConfig, load_learner_config
@@ -171,11 +172,17 @@ def time_split(trades: Sequence[LabeledTrade], test_fraction: float) -> Split:
 
 
 def evaluate(config: LearnerConfig, split: Split, threshold: float) -> dict[str, Any]:
-    """Fit on the split's training trades and score its test trades."""
-    engine = LearnerEngine(config).train(split.train)
-    p = np.asarray(engine.predict(split.test))
-    y = np.asarray([t.label for t in split.test], dtype=np.float64)
+    """Fit the policy's scikit-learn meta-labeling classifiers on the split's training trades and score
+    its test trades (a playbook without a classifier, own or pooled, is scored at the training win rate)."""
     base = float(np.mean([t.label for t in split.train])) if split.train else 0.5
+    index = PolicyIndex(train_policy(split.train, config))
+
+    def probability(t: LabeledTrade) -> float:
+        model = index.meta(t.playbook)
+        return base if model is None else model.probability(t.features, t.playbook)
+
+    p = np.asarray([probability(t) for t in split.test])
+    y = np.asarray([t.label for t in split.test], dtype=np.float64)
     accepted = p >= threshold
     metrics: dict[str, Any] = {
         "n_train": len(split.train),
