@@ -21,6 +21,8 @@ def _env(**extra: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DREAMBOT_", "TRADIER_", "POLYGON_", "OMS_"))}
     # Nothing listens there: an entry point that tried Kafka or Redis would hang or fail.
     base.update(DREAMBOT_KAFKA_BOOTSTRAP="127.0.0.1:1", DREAMBOT_REDIS_URL="redis://127.0.0.1:1/0")
+    # Services-mode risk and OMS refuse to start without risk's approval key.
+    base.update(DREAMBOT_APPROVAL_KEY="entry-point-test-approval-key-0123456789")
     base.update(extra)
     return base
 
