@@ -54,6 +54,8 @@ KNOWN_STAGES: Final = ("ingest", *PIPELINE_STAGES, "learner")
 REDACTED: Final = "**********"
 
 _SYMBOL_RE: Final = r"^[A-Z][A-Z0-9.]{0,9}$"
+#: The underlyings a session can trade (the CRD's spec.symbols enum lists the same, a test keeps them equal).
+SUPPORTED_SYMBOLS: Final = ("SPX", "NDX", "SPY", "QQQ")
 _NAME_RE: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 _NONE_WORDS: Final = frozenset({"", "none", "null", "off"})
 
@@ -331,6 +333,15 @@ class SessionConfig(BaseSettings):
         value = _split(value)
         if isinstance(value, list | tuple):
             return tuple(dict.fromkeys(str(s).strip().upper() for s in value))
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _supported(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [s for s in value if s not in SUPPORTED_SYMBOLS]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not a supported underlying (supported: "
+                             f"{', '.join(SUPPORTED_SYMBOLS)})")
         return value
 
     @model_validator(mode="after")
