@@ -1,7 +1,8 @@
 """Redis outage: entries halt, open positions stay protected, and everything recovers.
 
-The replay runs in lockstep. Right after the session's first entry fills, the ingest is paused
-(SIGSTOP: the lockstep waits for it), redis-server is stopped and the ingest resumed. While Redis is
+The replay runs in lockstep. Near the session's first entry the ingest is paused (SIGSTOP: the
+lockstep waits for it) and let go one bar at a time until the entry has filled; then redis-server is
+stopped and the ingest resumed. While Redis is
 away risk must refuse the next intent with ``state_unavailable``, the OMS must go on working the open
 bracket from option quotes (its exit fills), and no stage may stop. Redis is then started again: the
 next intents are approved, the OMS writes its snapshot again, and the session completes.
@@ -57,6 +58,26 @@ def _paused(dep: launcher.Deployment, action: Callable[[], None]) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
+def _step_until(dep: launcher.Deployment, bars: Callable[[], int], done: Callable[[], bool],
+                max_steps: int = 15) -> None:
+    """With the ingest frozen, let it go one bar at a time until ``done()`` (the paper broker's latency
+    means an entry fills on a later quote than the one it was sent on, so the fill may be bars away)."""
+    pid = dep.processes["ingest"].pid
+    for _ in range(max_steps):
+        try:
+            _wait("the pipeline to settle", done, 5)
+            return
+        except AssertionError:
+            pass
+        before = bars()
+        os.kill(pid, signal.SIGCONT)
+        try:
+            _wait("one more bar", lambda before=before: bars() > before, 60)
+        finally:
+            os.kill(pid, signal.SIGSTOP)
+    raise AssertionError(f"still not done after {max_steps} more bars")
+
+
 def test_redis_outage_halts_entries_keeps_protection_and_recovers(
         launch: Launch, broker: KafkaBroker, redis: RedisServer) -> None:
     session = new_session("redis")
@@ -70,7 +91,7 @@ def test_redis_outage_halts_entries_keeps_protection_and_recovers(
 
     # Freeze the replay as soon as the first entry has filled, then take Redis away.
     _wait("the first entry", lambda: bars() >= 346)
-    _paused(dep, lambda: (_wait("the entry fill", lambda: bool(entry_filled()), 30), redis.stop()))
+    _paused(dep, lambda: (_step_until(dep, bars, lambda: bool(entry_filled())), redis.stop()))
     entry = entry_filled()[0]
     outage_started = bars()
     try:
