@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.harness.kafka_broker import KafkaBroker
+from tests.harness.mlflow_server import MlflowServer
 from tests.harness.redis_server import RedisServer
 
 
@@ -48,6 +49,26 @@ def redis_server() -> Iterator[RedisServer]:
         raise
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> Iterator[MlflowServer]:
+    """A private MLflow tracking server (SQLite backend) on 127.0.0.1; ``.uri`` is its address."""
+    server = MlflowServer()
+    try:
+        server.start()
+    except BaseException:
+        server.close()
+        raise
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def experiment(request: pytest.FixtureRequest) -> str:
+    """An MLflow experiment name unique to this test."""
+    stem = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    return f"it-{stem}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture

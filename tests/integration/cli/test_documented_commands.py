@@ -7,7 +7,6 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -116,18 +115,8 @@ def test_readme_and_seed_commands_verbatim(tmp_path: Path) -> None:
     assert doc["global"]["trade_count"] == sum(p["trade_count"] for p in doc["playbooks"].values())
 
 
-@pytest.fixture(scope="module")
-def mlflow_server() -> Iterator[MlflowServer]:
-    server = MlflowServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.mark.integration
-def test_readme_learner_commands_verbatim(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+def test_readme_learner_commands_verbatim(tmp_path: Path, mlflow_server: MlflowServer, experiment: str) -> None:
     """Train on real QQQ sessions 1-8, then replay 9-12 frozen and 1-12 walk-forward, as the README says."""
     commands = _learner_commands()
     assert [c.split()[:3] for c in commands] == [["python", "-m", "mlops.train"], ["dreambot", "backtest", "--symbol"],
@@ -136,7 +125,7 @@ def test_readme_learner_commands_verbatim(tmp_path: Path, mlflow_server: MlflowS
     days = sorted(frame["Datetime"].str[:10].unique())
     for name, chosen in (("earlier.csv", days[:8]), ("later.csv", days[8:12]), ("all.csv", days[:12])):
         frame[frame["Datetime"].str[:10].isin(chosen)].to_csv(tmp_path / name, index=False)
-    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server.uri, DREAMBOT_MLFLOW_EXPERIMENT="readme-learner")
+    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server.uri, DREAMBOT_MLFLOW_EXPERIMENT=experiment)
     reasons: dict[str, list[str]] = {}
     for cmd in commands:
         if cmd.startswith("dreambot "):
