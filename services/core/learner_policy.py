@@ -35,7 +35,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 import msgspec
 
@@ -146,7 +146,17 @@ def decode_policy(payload: bytes | str, source: str = "learner policy") -> Learn
     return policy
 
 
-def bucket_of(buckets: Sequence[PolicyBucket], values: Mapping[str, float]) -> str:
+class Binned(Protocol):
+    """A context dimension: a feature cut at ascending edges (PolicyBucket, the learner's BucketSpec)."""
+
+    @property
+    def feature(self) -> str: ...
+
+    @property
+    def edges(self) -> tuple[float, ...]: ...
+
+
+def bucket_of(buckets: Sequence[Binned], values: Mapping[str, float]) -> str:
     """The bucket key of ``values``: ``feature=bin`` pairs joined by ``|`` ("all" without buckets)."""
     if not buckets:
         return "all"

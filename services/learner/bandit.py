@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import math
 import zlib
-from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from services.core.learner_policy import bucket_of
 from services.learner.config import BucketSpec
-
-MISSING_BIN = "na"
 
 
 def stable_hash(text: str) -> int:
@@ -36,17 +34,11 @@ def stable_hash(text: str) -> int:
 
 
 def bucket_key(specs: Sequence[BucketSpec], context: Mapping[str, float]) -> str:
-    """The bucket of ``context``: ``feature=bin`` pairs joined by ``|`` ("all" without specs)."""
-    if not specs:
-        return "all"
-    parts = []
-    for spec in specs:
-        value = context.get(spec.feature)
-        if value is None or not math.isfinite(value):
-            parts.append(f"{spec.feature}={MISSING_BIN}")
-        else:
-            parts.append(f"{spec.feature}={bisect_right(spec.edges, value)}")
-    return "|".join(parts)
+    """The bucket of ``context``: ``feature=bin`` pairs joined by ``|`` ("all" without specs).
+
+    The same function signals applies to a policy, so the learner and signals bin alike.
+    """
+    return bucket_of(specs, context)
 
 
 @dataclass(slots=True)
