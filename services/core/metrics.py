@@ -31,6 +31,20 @@ class StageMetrics:
     state_available: 1 while the StateStore answers.
     lockstep_round: the replay lockstep round this stage last completed.
     ready: 1 while /readyz answers 200.
+    daily_pnl: risk's view of the session day's PnL in USD (realized + unrealized, net of fees).
+    daily_loss_limit: the configured max daily loss in USD (a positive number), set by risk.
+    market_data_age: seconds since market data of an underlying last arrived, per ``symbol``. Risk
+        measures on its own clock (event time: the replay clock in a replay or backtest; free-running on
+        a live feed, event time carried forward by wall time while nothing arrives); the ingest measures
+        wall-clock seconds on a live feed and replay-clock seconds (newest event of any symbol minus
+        the symbol's newest) in a replay.
+    feed_stale: 1 while risk refuses entries because an underlying's feed is stale (``stale_feed``).
+    broker_errors: failed venue requests and refused orders, by ``kind`` (timeout, transport,
+        http_429, http_5xx, http_4xx, auth, protocol, rejected); every failed attempt counts, retried
+        or not.
+    reconciled: 1 once the OMS's book and the venue agree; 0 before the start-up reconciliation and
+        while a mismatch (a foreign or differing position, an unreadable venue) is unresolved.
+    entries_refused: intents risk refused, by ``reason`` (the guardrail's stable rule name).
     """
 
     def __init__(self, stage: str, registry: CollectorRegistry | None = None) -> None:
@@ -69,6 +83,21 @@ class StageMetrics:
         self.lockstep_round = Gauge("dreambot_lockstep_round", "Replay lockstep round last completed.",
                                     ["stage"], registry=r)
         self.ready = Gauge("dreambot_ready", "1 while the stage is ready.", ["stage"], registry=r)
+        self.daily_pnl = Gauge("dreambot_daily_pnl_usd", "The session day's realized + unrealized PnL, net of fees.",
+                               ["stage"], registry=r)
+        self.daily_loss_limit = Gauge("dreambot_daily_loss_limit_usd", "The configured max daily loss (positive).",
+                                      ["stage"], registry=r)
+        self.market_data_age = Gauge("dreambot_market_data_age_seconds",
+                                     "Seconds since market data of the underlying last arrived.",
+                                     ["stage", "symbol"], registry=r)
+        self.feed_stale = Gauge("dreambot_feed_stale", "1 while entries are refused because the feed is stale.",
+                                ["stage"], registry=r)
+        self.broker_errors = Counter("dreambot_broker_errors", "Failed venue requests and refused orders, by kind.",
+                                     ["stage", "kind"], registry=r)
+        self.reconciled = Gauge("dreambot_reconciled", "1 once the OMS's book and the venue agree.",
+                                ["stage"], registry=r)
+        self.entries_refused = Counter("dreambot_entries_refused", "Intents risk refused, by rule.",
+                                       ["stage", "reason"], registry=r)
 
     def count_in(self, topic: str) -> None:
         self.events_in.labels(self.stage, topic).inc()
