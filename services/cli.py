@@ -1,4 +1,5 @@
-"""The `dreambot` command: run (embedded paper session), features, backtest, calibrate, config, services."""
+"""The `dreambot` command: run (embedded paper session), features, backtest, calibrate, config, services,
+kill-switch, flatten."""
 
 from __future__ import annotations
 
@@ -176,6 +177,8 @@ PASSTHROUGH = {
     "backtest": "services.backtest.main",
     "calibrate": "services.backtest.calibrate",
     "services": "services.launcher",
+    "kill-switch": "services.ops_cli",
+    "flatten": "services.ops_cli",
 }
 
 

@@ -33,6 +33,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html
 
 from services.core import keys, shared_state
 from services.core.calendar import MarketCalendar, default_calendar
+from services.core.kill_switch_rules import WHY_MAX, WHY_MIN
 from services.core.shared_state import AuditAction, KillSwitchAudit
 from services.dashboard.access import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, LOGOUT_PATH, AccessGuard, current_actor
 from services.dashboard.auth import Actor
@@ -83,8 +84,6 @@ OMS_METRICS: Final = "oms-metrics"
 
 ENGAGE: Final = "engage"
 RELEASE: Final = "release"
-WHY_MIN: Final = 3
-WHY_MAX: Final = 200
 
 HIDDEN: Final[dict[str, str]] = {"display": "none"}
 SHOWN: Final[dict[str, str]] = {"display": "block"}

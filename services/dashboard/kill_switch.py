@@ -3,23 +3,23 @@
 - :class:`Confirmations`: an engage or release is armed per signed-in session and kept here, with the
   flag as it was when armed; Confirm acts only on what this session armed, within ``ttl_s``, and only
   if the flag has not changed since. Nothing the browser sends can stand in for an armed action.
-- :func:`release_refusal`: a kill switch engaged for ``DailyLossLimit`` cannot be released from the
-  console before the next trading session (the loss limit is per day; risk releases it itself at the
-  new session when configured to).
+- :func:`release_refusal` (from :mod:`services.core.kill_switch_rules`, shared with ``dreambot
+  kill-switch``): a kill switch engaged for ``DailyLossLimit`` cannot be released from the console
+  before the next trading session.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from services.core.calendar import MarketCalendar, ny_date
+from services.core.kill_switch_rules import DAILY_LOSS_LIMIT, next_session_date, release_refusal
 from services.core.shared_state import AuditAction, KillSwitchState
 
-DAILY_LOSS_LIMIT: Final = "DailyLossLimit"  # risk's reason (services.risk.kill_switch.DAILY_LOSS_LIMIT)
+__all__ = ["DAILY_LOSS_LIMIT", "Armed", "Confirmations", "next_session_date", "release_refusal"]
+
 NS_PER_S: Final = 1_000_000_000
 
 
@@ -62,26 +62,3 @@ class Confirmations:
     def cancel(self, sid: str) -> bool:
         with self._lock:
             return self._armed.pop(sid, None) is not None
-
-
-def next_session_date(engaged_ns: int, calendar: MarketCalendar) -> dt.date:
-    """The New York date of the first trading session after the one ``engaged_ns`` falls on."""
-    return calendar.next_session(ny_date(engaged_ns)).date
-
-
-def release_refusal(flag: KillSwitchState, now_ns: int, calendar: MarketCalendar) -> str | None:
-    """Why the console may not release ``flag`` now, or None when it may."""
-    if not flag.engaged or flag.reason != DAILY_LOSS_LIMIT:
-        return None
-    if flag.ts <= 0:
-        return ("It was engaged for DailyLossLimit at an unknown time, so the console cannot tell whether "
-                "the next session has begun: nothing was written.")
-    try:
-        opens = next_session_date(flag.ts, calendar)
-    except ValueError:
-        return ("It was engaged for DailyLossLimit at a time outside the market calendar: nothing was "
-                "written.")
-    if ny_date(now_ns) < opens:
-        return (f"It was engaged for DailyLossLimit on {ny_date(flag.ts).isoformat()}; the console can "
-                f"release it from the next session ({opens.isoformat()}, New York): nothing was written.")
-    return None
