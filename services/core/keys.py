@@ -15,6 +15,7 @@ POSITIONS: Final = "dreambot:positions"  # shared_state.OmsSnapshot: the OMS's o
 FLATTEN_REQUEST: Final = "dreambot:flatten_request"  # shared_state.FlattenRequest {nonce, ts, source}
 FLATTEN_ACK: Final = "dreambot:flatten_ack"  # shared_state.FlattenAck: the request the OMS acted on last
 LEARNER_STATE: Final = "dreambot:learner_state"  # the learner's own (services.learner.stage)
+LEARNER_VIEW: Final = "dreambot:learner_view"  # shared_state.LearnerView: arms, model, regimes (for the console)
 
 
 def latest_features(symbol: str) -> str:

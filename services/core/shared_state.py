@@ -13,7 +13,9 @@ drift apart and every reader is exactly as lenient as every other:
   by the OMS, read by the operator (is the book flat?) and the console;
 - ``keys.FLATTEN_REQUEST``: :class:`FlattenRequest`, written by the operator, read by the OMS;
 - ``keys.FLATTEN_ACK``: :class:`FlattenAck`, written by the OMS once it acted on a request, read by
-  the OMS after a restart (so a nonce is never acted on twice).
+  the OMS after a restart (so a nonce is never acted on twice);
+- ``keys.LEARNER_VIEW``: :class:`LearnerView` (:class:`LearnerArmView`, :class:`LearnerModelView`,
+  :class:`ChangePointView`), written by the learner stage on every update, read by the console.
 
 The learner's saved state (``keys.LEARNER_STATE``) is not here: only the learner reads it
 (:mod:`services.learner.stage`).
@@ -39,6 +41,7 @@ import msgspec
 
 from services.core import keys
 from services.core.events import Nanos, OrderStatus, Side
+from services.core.learner_policy import LearnerPolicy
 
 MANUAL: Final = "Manual"  # kill-switch reason of a manual engage
 OPERATOR: Final = "operator"  # source of a flag written without one
@@ -197,7 +200,78 @@ class FlattenAck(msgspec.Struct, frozen=True):
     ts: Nanos
 
 
-SharedValue = KillSwitchState | KillSwitchAudit | IngestHeartbeat | OmsSnapshot | FlattenRequest | FlattenAck
+# --- the learner's view ------------------------------------------------------------------------
+
+
+class LearnerArmView(msgspec.Struct, frozen=True):
+    """One bandit arm (playbook in a context bucket): its Beta(alpha, beta) posterior and the trades
+    that pulled it (alpha + beta - 2 with win/loss rewards and no discount)."""
+
+    playbook: str
+    bucket: str
+    alpha: Annotated[float, msgspec.Meta(ge=1.0)]
+    beta: Annotated[float, msgspec.Meta(ge=1.0)]
+    pulls: Annotated[float, msgspec.Meta(ge=0.0)]
+
+    @property
+    def mean(self) -> float:
+        """Posterior mean win probability alpha / (alpha + beta)."""
+        return self.alpha / (self.alpha + self.beta)
+
+
+class LearnerModelView(msgspec.Struct, frozen=True):
+    """The model in force: its id and version, its metrics, and the exit times (ns, 0: unknown) of the
+    first and last trades it learned from."""
+
+    id: str
+    version: NonNegInt
+    trades: NonNegInt
+    metrics: dict[str, float]
+    trained_from: Nanos = 0
+    trained_through: Nanos = 0
+
+
+class ChangePointView(msgspec.Struct, frozen=True):
+    """One reported change point: when (ns), where, the regime it named and the one before."""
+
+    ts: Nanos
+    underlying: str
+    regime: str
+    previous: str
+    score: float
+
+
+class LearnerView(msgspec.Struct, frozen=True):
+    """What the learner knows, for people: arms, the model in force, each underlying's regime and
+    the newest change points (oldest first); ``mode`` is the session's learner mode."""
+
+    ts: Nanos
+    mode: str
+    model: LearnerModelView | None
+    arms: tuple[LearnerArmView, ...]
+    regimes: dict[str, str]
+    change_points: tuple[ChangePointView, ...]
+
+
+def policy_arms(policy: LearnerPolicy) -> tuple[LearnerArmView, ...]:
+    """A policy's arms as Beta(1 + wins, 1 + losses) posteriors pulled wins + losses times."""
+    return tuple(LearnerArmView(a.playbook, a.bucket, 1.0 + a.wins, 1.0 + a.losses, a.wins + a.losses)
+                 for a in sorted(policy.arms, key=lambda a: (a.playbook, a.bucket)))
+
+
+def policy_model(policy: LearnerPolicy, model_id: str = "policy", trained_from: int = 0) -> LearnerModelView:
+    """A policy as the model in force: its exploration settings and each meta model's trades and
+    win rate (``<playbook>.trades``, ``<playbook>.win_rate``; ``*`` is the pooled model)."""
+    metrics: dict[str, float] = {"epsilon": policy.epsilon, "abstain_value": policy.abstain_value}
+    for m in sorted(policy.meta, key=lambda m: m.playbook):
+        metrics[f"{m.playbook}.trades"] = float(m.trades)
+        metrics[f"{m.playbook}.win_rate"] = m.win_rate
+    return LearnerModelView(model_id, policy.version, policy.trades, metrics, trained_from, policy.trained_through)
+
+
+SharedValue = (
+    KillSwitchState | KillSwitchAudit | IngestHeartbeat | OmsSnapshot | FlattenRequest | FlattenAck | LearnerView
+)
 
 # --- codecs ------------------------------------------------------------------------------------
 
@@ -210,6 +284,7 @@ _HEARTBEAT: Final = msgspec.json.Decoder(IngestHeartbeat)
 _OMS_SNAPSHOT: Final = msgspec.json.Decoder(OmsSnapshot)
 _FLATTEN_REQUEST: Final = msgspec.json.Decoder(FlattenRequest)
 _FLATTEN_ACK: Final = msgspec.json.Decoder(FlattenAck)
+_LEARNER_VIEW: Final = msgspec.json.Decoder(LearnerView)
 
 
 def encode(value: SharedValue) -> bytes:
@@ -260,3 +335,8 @@ def decode_flatten_request(raw: bytes | str) -> FlattenRequest:
 def decode_flatten_ack(raw: bytes | str) -> FlattenAck:
     """The OMS's acknowledgement under ``keys.FLATTEN_ACK``."""
     return _decode(_FLATTEN_ACK, raw, keys.FLATTEN_ACK)
+
+
+def decode_learner_view(raw: bytes | str) -> LearnerView:
+    """The learner's view under ``keys.LEARNER_VIEW``."""
+    return _decode(_LEARNER_VIEW, raw, keys.LEARNER_VIEW)

@@ -4,6 +4,12 @@ Given a StateStore, the stage restores the engine from ``dreambot:learner_state`
 and saves it after every outcome it learns from and when input ends, so a restarted learner (or the
 training job's artifact, written there) carries on where the last one stopped. Change-point state
 that moved since the last save is rebuilt from the next bars (a gap restarts the return stream).
+
+In every learner mode the stage also writes what it knows for people, a
+:class:`~services.core.shared_state.LearnerView` under ``dreambot:learner_view`` (arms, the model
+in force, regimes, recent change points; :mod:`services.learner.view`), after every outcome learned,
+regime change and retrain, and when input ends; the console reads it. A view found there at start
+hands its change points and trained-on range to the new one.
 """
 
 from __future__ import annotations
@@ -11,12 +17,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 
-from services.core import keys, topics
-from services.core.events import Event, FeatureVector, LearnerUpdate, TradeOutcome
+from services.core import keys, shared_state, topics
+from services.core.events import Event, FeatureVector, LearnerUpdate, RegimeChange, TradeOutcome
 from services.core.learner_policy import LearnerMode
 from services.core.stage import Output
 from services.core.state import StateStore
 from services.learner.engine import LabeledTrade, LearnerEngine
+from services.learner.view import ViewTracker
 from services.learner.walk_forward import WalkForward
 
 POLICY_MODEL = "policy"
@@ -62,14 +69,33 @@ class LearnerStage:
             saved = self._state.get(keys.LEARNER_STATE)
             if saved is not None:
                 decode_state(engine, saved)
+        self._view_store = state
+        self.tracker = ViewTracker(mode)
+        self._last_ts = 0
+        if state is not None:
+            shown = state.get(keys.LEARNER_VIEW)
+            if shown is not None:
+                try:
+                    self.tracker.restore(shared_state.decode_learner_view(shown))
+                except shared_state.SharedStateError:
+                    pass  # an unreadable view is only display history: the next write replaces it
 
     def handle(self, topic: str, event: Event) -> list[Output]:
-        if self.mode != "off":
-            return self._policy_mode(topic, event)
+        self._last_ts = max(self._last_ts, event.ts)
+        out = self._policy_mode(topic, event) if self.mode != "off" else self._online(topic, event)
+        if out:
+            for o in out:
+                if isinstance(o.event, RegimeChange):
+                    self.tracker.on_change(o.event)
+            self.publish_view()
+        return out
+
+    def _online(self, topic: str, event: Event) -> list[Output]:
         if isinstance(event, TradeOutcome):
             update = self.engine.on_outcome(event)
             if update is None:
                 return []
+            self.tracker.on_outcome(event)
             self.save()
             return [Output(topics.LEARNER, update.underlying, update)]
         if isinstance(event, FeatureVector):
@@ -87,6 +113,8 @@ class LearnerStage:
             if self.walk_forward is not None and "close" in event.values:
                 policy = self.walk_forward.on_time(event.ts)
                 if policy is not None:
+                    used = [t.exit_ts for t in self.walk_forward.trades if t.exit_ts < event.ts]
+                    self.tracker.on_policy(policy, min(used, default=0))
                     update = LearnerUpdate(ts=event.ts, underlying=event.symbol, model=POLICY_MODEL,
                                            version=policy.version, gates={}, policy=policy)
                     out.append(Output(topics.LEARNER, event.symbol, update))
@@ -101,6 +129,12 @@ class LearnerStage:
         if self._state is not None:
             self._state.set(keys.LEARNER_STATE, encode_state(self.engine))
 
+    def publish_view(self) -> None:
+        """Write the learner's view (:mod:`services.learner.view`) to the StateStore (no-op without one)."""
+        if self._view_store is not None:
+            self._view_store.set(keys.LEARNER_VIEW, shared_state.encode(self.tracker.view(self.engine, self._last_ts)))
+
     def finish(self, now_ns: int) -> list[Output]:
         self.save()
+        self.publish_view()
         return []
