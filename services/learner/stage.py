@@ -14,6 +14,7 @@ hands its change points and trained-on range to the new one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 
@@ -21,7 +22,7 @@ from services.core import keys, shared_state, topics
 from services.core.events import Event, FeatureVector, LearnerUpdate, RegimeChange, TradeOutcome
 from services.core.learner_policy import LearnerMode
 from services.core.stage import Output
-from services.core.state import StateStore
+from services.core.state import StateError, StateStore
 from services.learner.engine import LabeledTrade, LearnerEngine
 from services.learner.view import ViewTracker
 from services.learner.walk_forward import WalkForward
@@ -73,12 +74,11 @@ class LearnerStage:
         self.tracker = ViewTracker(mode)
         self._last_ts = 0
         if state is not None:
-            shown = state.get(keys.LEARNER_VIEW)
-            if shown is not None:
-                try:
+            # The view is display history only: unreadable or unreachable, the next write replaces it.
+            with contextlib.suppress(shared_state.SharedStateError, StateError):
+                shown = state.get(keys.LEARNER_VIEW)
+                if shown is not None:
                     self.tracker.restore(shared_state.decode_learner_view(shown))
-                except shared_state.SharedStateError:
-                    pass  # an unreadable view is only display history: the next write replaces it
 
     def handle(self, topic: str, event: Event) -> list[Output]:
         self._last_ts = max(self._last_ts, event.ts)
