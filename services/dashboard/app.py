@@ -38,6 +38,7 @@ from services.core.shared_state import AuditAction, KillSwitchAudit
 from services.dashboard.access import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, LOGOUT_PATH, AccessGuard, current_actor
 from services.dashboard.auth import Actor
 from services.dashboard.kill_switch import Armed, Confirmations, release_refusal
+from services.dashboard.pages.base import Page, PageContext
 from services.dashboard.sources import (
     MANUAL,
     NS_PER_S,
@@ -116,6 +117,9 @@ button.ok { background: #1b7f3b; color: #fff; border-color: #1b7f3b; }
 input.why { font-size: 14px; padding: 5px 6px; width: 100%; box-sizing: border-box; margin-bottom: 8px; }
 button:disabled { opacity: .45; cursor: not-allowed; }
 header form { display: inline; } header button { font-size: 12px; padding: 2px 8px; margin-left: 8px; }
+.nav { background: #2b3444; padding: 6px 20px; }
+.nav a { color: #cfd6e4; margin-right: 16px; text-decoration: none; font-size: 14px; }
+.nav a.active, .nav a:hover { color: #fff; font-weight: 600; }
 .confirm { background: #fff4e0; border: 1px solid #e0a040; padding: 10px; border-radius: 6px; margin-top: 8px; }
 """
 
@@ -622,16 +626,74 @@ def layout(console: Console, actor: Actor | None = None) -> html.Div:
     ])
 
 
-def build_app(console: Console, access: AccessGuard) -> Dash:
+LOCATION: Final = "location"
+PAGE: Final = "page"
+NAV: Final = "nav"
+
+
+def nav(pages: Sequence[Page], current: str = "/") -> html.Nav:
+    """Links to the overview and every page (client-side: switching pages does not reload)."""
+    links = [("/", "Overview"), *((p.path, p.title) for p in pages)]
+    return html.Nav([dcc.Link(title, href=path, id=f"nav-{path.strip('/') or 'overview'}",
+                              className="active" if path == current else "") for path, title in links],
+                    id=NAV, className="nav")
+
+
+def page_header(console: Console, actor: Actor | None, title: str) -> html.Header:
+    """A page's header: session, page title and who is signed in (with Sign out)."""
+    return html.Header([html.H1(f"DreamBot · {console.config.session} · {title}"),
+                        html.Div(_who(console, actor), id=WHO, className="where")])
+
+
+def shell(console: Console, actor: Actor | None, pages: Sequence[Page]) -> html.Div:
+    """The frame around every page: the URL, the nav bar and the routed page's place (holding the
+    overview until the router has seen the URL)."""
+    return html.Div([dcc.Location(id=LOCATION, refresh=False), html.Div([nav(pages), layout(console, actor)], id=PAGE)])
+
+
+def route(console: Console, actor: Actor | None, pages: Mapping[str, Page], ctx: PageContext,
+          pathname: str | None) -> Any:
+    """The nav bar and the layout for ``pathname``: the overview at "/", a page at its path, else a
+    "no such page" note."""
+    path = (pathname or "/").rstrip("/") or "/"
+    bar = nav(tuple(pages.values()), path)
+    if path == "/":
+        return [bar, layout(console, actor)]
+    page = pages.get(path)
+    if page is None:
+        return [bar, page_header(console, actor, "not found"),
+                html.Main(html.Div(f"no page at {path[:80]}", className="card", id="not-found"))]
+    try:
+        body = page.layout(ctx)
+    except Exception as exc:  # one page's failure must not take the console down
+        log.exception("page layout failed", extra={"page": page.path})
+        body = unavailable(Unavailable(safe_reason(f"{page.title} could not be drawn: {exc}")))
+    return [bar, page_header(console, actor, page.title), html.Main(body)]
+
+
+def build_app(console: Console, access: AccessGuard, pages: Sequence[Page] = (),
+              page_context: PageContext | None = None) -> Dash:
     """The Dash app for ``console`` behind ``access`` (sign-in, Host/Origin and CSRF checks on every
-    request): the layout (per request, for the signed-in actor) plus three callbacks (Redis panels,
-    Prometheus panels, kill switch), each a thin wrapper over a :class:`Console` method."""
+    request, the pages' callbacks included): a nav bar and ``dcc.Location`` routing to the overview
+    ("/", three callbacks: Redis panels, Prometheus panels, kill switch, each a thin wrapper over a
+    :class:`Console` method) and to each of ``pages`` (their own callbacks, wired once here)."""
     app = Dash(__name__, title=f"DreamBot · {console.config.session}", update_title="",
-               serve_locally=True, compress=False, csrf_token_name=CSRF_COOKIE, csrf_header_name=CSRF_HEADER)
+               serve_locally=True, compress=False, csrf_token_name=CSRF_COOKIE, csrf_header_name=CSRF_HEADER,
+               suppress_callback_exceptions=True)  # page components exist only while their page is shown
     app.index_string = _INDEX
     access.install(app.server)
     console.csrf_token = access.policy.signer.csrf_token
-    app.layout = lambda: layout(console, current_actor())
+    ctx_pages = page_context if page_context is not None else PageContext(
+        console.config.session, None, None, None, None, max(250, int(console.config.refresh_s * 1000)))
+    routed = {p.path: p for p in pages}
+    app.layout = lambda: shell(console, current_actor(), tuple(routed.values()))
+
+    @app.callback(Output(PAGE, "children"), Input(LOCATION, "pathname"))
+    def _route(pathname: str | None) -> Any:
+        return route(console, current_actor(), routed, ctx_pages, pathname)
+
+    for page in pages:
+        page.register(app, ctx_pages)
 
     @app.callback(
         Output(KS_STATUS, "children"), Output(HEARTBEAT, "children"), Output(f"{HEARTBEAT}-card", "className"),

@@ -42,6 +42,7 @@ passwords, hashes and keys are never printed, logged or shown on the page.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import secrets
@@ -49,6 +50,8 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -56,9 +59,11 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from werkzeug.serving import make_server
 
+from services.cliutil import OneLineParser
 from services.core.logs import configure_logging
 from services.core.redis_state import RedisState
 from services.core.settings import ConfigError
+from services.core.state import StateStore
 from services.dashboard.access import AccessGuard, AccessPolicy, ProxyLogin, parse_networks
 from services.dashboard.app import Console, ConsoleConfig, build_app
 from services.dashboard.auth import (
@@ -70,6 +75,7 @@ from services.dashboard.auth import (
     UserDirectory,
     hash_password,
 )
+from services.dashboard.pages.base import Page, PageContext
 from services.dashboard.sources import PrometheusSource, SessionSource, strip_credentials
 
 log = logging.getLogger("dreambot.dashboard")
@@ -119,6 +125,29 @@ class ConsoleSettings(BaseSettings):
         default="none", description="Role of a proxied user not in the user list ('none' refuses them).")
     console_confirm_ttl_s: float = Field(default=60.0, gt=0, le=600,
                                          description="Seconds an armed engage/release waits for Confirm.")
+    console_journal: Path | None = Field(default=None, description="Parquet journal the trading pages read.")
+    console_backtest_dir: Path | None = Field(default=None,
+                                              description="A `dreambot run`/`backtest` output folder to show.")
+
+    @field_validator("console_journal", "console_backtest_dir", mode="before")
+    @classmethod
+    def _blank_path(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("console_journal")
+    @classmethod
+    def _journal_dir(cls, value: Path | None) -> Path | None:
+        # A live session's journal may not exist yet (the stages create it); a file in its place is a mistake.
+        if value is not None and value.exists() and not value.is_dir():
+            raise ValueError(f"{str(value)[:120]} is not a folder")
+        return value
+
+    @field_validator("console_backtest_dir")
+    @classmethod
+    def _backtest_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{str(value)[:120]} is not a folder (a `dreambot run` or `dreambot backtest` output)")
+        return value
 
     @field_validator("console_allowed_hosts", "console_trusted_origins", "console_trusted_proxies", mode="before")
     @classmethod
@@ -257,6 +286,53 @@ def make_console(settings: ConsoleSettings) -> Console:
     return Console(config, state, prometheus)
 
 
+# The trading pages (this package's own) and the ops pages, which are imported when present.
+PAGE_MODULES = ("chart", "chain", "pnl", "orders", "learner", "health", "backtest")
+
+
+def load_pages(names: Sequence[str] = PAGE_MODULES) -> list[Page]:
+    """Each ``services.dashboard.pages.<name>.PAGE`` that exists, in ``names`` order."""
+    pages: list[Page] = []
+    for name in names:
+        module_name = f"services.dashboard.pages.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:  # the page exists but something it needs is missing: say so
+                raise
+            continue
+        page = getattr(module, "PAGE", None)
+        if isinstance(page, Page):
+            pages.append(page)
+    return pages
+
+
+def page_context(settings: ConsoleSettings, console: Console) -> PageContext:
+    """What the pages read: the console's Redis and Prometheus, the journal and the backtest output."""
+    store: StateStore | None = console.state.store
+    prometheus = console.prometheus if console.prometheus.configured else None
+    return PageContext(session=settings.session, store=store, prometheus=prometheus,
+                       journal_root=settings.console_journal, backtest_dir=settings.console_backtest_dir,
+                       refresh_ms=max(250, int(settings.dashboard_refresh_s * 1000)))
+
+
+def parse_args(argv: Sequence[str]) -> dict[str, Any]:
+    """Command-line options, as settings overrides (they win over the environment)."""
+    parser = OneLineParser(prog=PROG, description="The DreamBot ops console (settings from DREAMBOT_* env).")
+    parser.add_argument("--journal", type=Path, metavar="DIR",
+                        help="parquet journal the trading pages read (env DREAMBOT_CONSOLE_JOURNAL)")
+    parser.add_argument("--backtest-dir", type=Path, metavar="DIR",
+                        help="a `dreambot run`/`backtest` output folder (env DREAMBOT_CONSOLE_BACKTEST_DIR); "
+                             "its parquet/ is the journal when --journal is not given")
+    args = parser.parse_args(argv)
+    out: dict[str, Any] = {}
+    if args.journal is not None:
+        out["console_journal"] = args.journal
+    if args.backtest_dir is not None:
+        out["console_backtest_dir"] = args.backtest_dir
+    return out
+
+
 class _Stop(Exception):  # noqa: N818 - a signal, not an error
     """SIGTERM: leave serve_forever and close the socket."""
 
@@ -265,9 +341,10 @@ def _on_sigterm(_signum: int, _frame: object) -> None:
     raise _Stop
 
 
-def main() -> int:
+def main(argv: Sequence[str] = ()) -> int:
+    overrides = parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(**overrides)
         access = make_access(settings)
         console = make_console(settings)
     except ConfigError as exc:
@@ -284,7 +361,7 @@ def main() -> int:
     configure_logging(settings.log_level)
     if settings.log_level != "DEBUG":  # one access-log line per refresh is noise
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    app = build_app(console, access)
+    app = build_app(console, access, load_pages(), page_context(settings, console))
     with listener:
         server = make_server(host, settings.dashboard_port, app.server, threaded=True, fd=listener.fileno())
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -309,4 +386,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
