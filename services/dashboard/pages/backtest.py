@@ -176,7 +176,8 @@ def load_report(folder: Path) -> Report:
         if not isinstance(doc, dict):
             raise ReportError(f"{folder / 'summary.json'}: not a JSON object")
         summary = doc
-        per = doc.get("playbooks") if isinstance(doc.get("playbooks"), dict) else {}
+        per = doc.get("playbooks")
+        per = per if isinstance(per, dict) else {}
         playbooks = [{"playbook": name, **stats} for name, stats in sorted(per.items()) if isinstance(stats, dict)]
     elif (folder / "summary.csv").is_file():
         playbooks = _csv_rows(folder / "summary.csv")

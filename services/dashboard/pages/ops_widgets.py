@@ -32,9 +32,9 @@ def cell(value: Any) -> str:
 
 
 def table(columns: Sequence[Column], rows: Sequence[Mapping[str, Any]], table_id: str) -> html.Table:
-    """A plain HTML table of ``rows``; every cell carries ``data-key`` so tests and people can find it."""
+    """A plain HTML table of ``rows``; every cell's class names its column (``col-<key>``)."""
     head = html.Thead(html.Tr([html.Th(h) for h, _ in columns]))
-    body = html.Tbody([html.Tr([html.Td(cell(row.get(k)), **{"data-key": k}) for _, k in columns]) for row in rows])
+    body = html.Tbody([html.Tr([html.Td(cell(row.get(k)), className=f"col-{k}") for _, k in columns]) for row in rows])
     return html.Table([head, body], id=table_id, className="ops-table")
 
 
