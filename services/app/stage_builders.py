@@ -78,7 +78,8 @@ def build_risk_service(ctx: ServiceContext) -> StageParts:
     clock = ReplayClock()
     state = ReplayableState(ctx.state, clock)
     stage = build_risk(ctx.config, clock, state, ctx.calendar, services=True)
-    return StageParts(stage, clock, RiskHooks(ctx.metrics, stage, state), uses_state=True)
+    live = ctx.config.market_data.source == "polygon"  # wall time carries a silent live feed's clock forward
+    return StageParts(stage, clock, RiskHooks(ctx.metrics, stage, state, live=live), uses_state=True)
 
 
 def build_oms_service(ctx: ServiceContext) -> StageParts:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -183,6 +184,14 @@ class RiskConfig(_Strict):
     stale_data: StaleDataConfig = Field(
         default=StaleDataConfig(), description="Halt entries on a stale heartbeat or market data."
     )
+    stale_feed_seconds: float | None = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="In regular hours, an underlying whose next bar is this many seconds overdue (no "
+        "FeatureVector for one bar interval plus this) has a stale feed: its entries are refused "
+        "(rule stale_feed) until data resumes; exits are unaffected. null disables.",
+    )
     throttle: ThrottleConfig = Field(default=ThrottleConfig(), description="Order-rate throttle.")
     duplicate: DuplicateConfig = Field(default=DuplicateConfig(), description="Duplicate-intent guard.")
     event_halts: EventHaltConfig = Field(
@@ -240,13 +249,18 @@ def read_risk_multiplier(path: Path) -> float:
         raise ConfigError(f"{path}: not a readable calibration JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: calibration must be a JSON object")
+    return risk_multiplier_of(doc, str(path))
+
+
+def risk_multiplier_of(doc: Mapping[str, object], shown: str) -> float:
+    """``risk_multiplier`` of one calibration JSON object (1.0 when absent or null; ConfigError if invalid)."""
     value = doc.get("risk_multiplier", 1.0)
     if value is None:
         return 1.0
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{path}: risk_multiplier must be a finite number, got {value!r}")
+        raise ConfigError(f"{shown}: risk_multiplier must be a finite number, got {value!r}")
     if value < 0:
-        raise ConfigError(f"{path}: risk_multiplier must be >= 0, got {value}")
+        raise ConfigError(f"{shown}: risk_multiplier must be >= 0, got {value}")
     return float(value)
 
 

@@ -19,6 +19,11 @@ Book-keeping (all in event time):
   trips whose exit falls on the current New York date; ``Position.realized_pnl`` is not added,
   so nothing is counted twice. Unrealized PnL is the newest of ``Position.unrealized_pnl`` and a
   mark recomputed from a FeatureVector whose symbol is the contract (value ``mark_feature``).
+* **Stale feed.** Each underlying's FeatureVector arrivals feed a :class:`~services.risk.feed.FeedWatch`:
+  in regular hours, an underlying whose next bar is ``stale_feed_seconds`` overdue has its entries
+  refused (rule ``stale_feed``) until a vector arrives; exits and protective commands never pass
+  through the rules, so they still work. :meth:`RiskEngine.observe_time` lets a free-running live
+  service judge staleness at wall time carried forward while no event arrives.
 * **Day.** At the first event of a new New York date the day's realized PnL, loss streaks, seen
   intent ids and never-acknowledged approvals are reset. An engaged kill switch is NOT released
   at the new session: an operator releases it. Releasing while the day's loss is still past the
@@ -59,6 +64,7 @@ from services.core.shared_state import SharedStateError
 from services.core.state import StateStore
 from services.risk.config import RiskConfig, SizingLimits
 from services.risk.event_halts import EventCalendar
+from services.risk.feed import FeedStatus, FeedWatch
 from services.risk.guardrails import (
     ROLLING_MINUTE_NS,
     RULES,
@@ -139,6 +145,8 @@ class RiskSnapshot:
     kill_switch: KillSwitchState
     state_available: bool
     risk_multiplier: float
+    daily_loss_limit_usd: float
+    feed: FeedStatus
 
 
 class RiskEngine:
@@ -163,6 +171,7 @@ class RiskEngine:
         self._calendar = calendar if calendar is not None else default_calendar()
         self._rules = rules
         self.kill_switch = KillSwitch(state)
+        self.feed = FeedWatch(config.stale_feed_seconds, self._calendar)
         self._synced_ts: int | None = None
         self._heartbeat_error: str | None = None
         self._store_heartbeat_ts: int | None = None
@@ -293,9 +302,9 @@ class RiskEngine:
             self._streaks[scope] = 0
 
     def on_features(self, features: FeatureVector) -> None:
-        """Market time of an underlying; for an OCC contract symbol, its mark (``mark_feature``)
-        re-prices the holding's unrealized PnL."""
-        self._begin(features.ts)
+        """Market time of an underlying (and its arrival, for the stale-feed watch); for an OCC contract
+        symbol, its mark (``mark_feature``) re-prices the holding's unrealized PnL."""
+        now = self._begin(features.ts)
         if _OCC.match(features.symbol):
             held = self._holdings.get(features.symbol)
             mark = features.values.get(self.config.mark_feature)
@@ -306,6 +315,7 @@ class RiskEngine:
         self._underlyings.add(features.symbol)
         if self._from_the_future(features.ts, f"features of {features.symbol}"):
             return
+        self.feed.arrived(features.symbol, features.ts, now)
         if features.ts > self._market_ts.get(features.symbol, -1):
             self._market_ts[features.symbol] = features.ts
 
@@ -348,6 +358,15 @@ class RiskEngine:
             self.kill_switch.engage(DAILY_LOSS_LIMIT, now, source="risk")
             detail = f"daily PnL {pnl:.2f} USD reached the {limit:g} USD loss limit"
         return self._announce(now, detail)
+
+    def clock_ns(self) -> int:
+        """The engine clock's now."""
+        return self._clock.now_ns()
+
+    def observe_time(self, now_ns: int) -> None:
+        """A trusted time later than the event clock (a free-running live service while no event
+        arrives): the stale-feed watch judges at it, so a silent feed is refused. Nothing else moves."""
+        self.feed.observe(now_ns)
 
     # --- views ----------------------------------------------------------------------------------
 
@@ -396,6 +415,8 @@ class RiskEngine:
             kill_switch=self.kill_switch.state,
             state_available=self._state_error() is None,
             risk_multiplier=self.limits.risk_multiplier,
+            daily_loss_limit_usd=self.config.max_daily_loss_usd,
+            feed=self.feed.status(self.feed.now(now)),
         )
 
     # --- internals ------------------------------------------------------------------------------
@@ -486,6 +507,7 @@ class RiskEngine:
             daily_pnl_usd=self.daily_pnl(),
             heartbeat_ts=max(heartbeats) if heartbeats else None,
             market_ts=self._market_ts.get(intent.underlying),
+            feed_stale=self.feed.stale_reason(intent.underlying, self.feed.now(now)),
             session=self._calendar.session_for_ts(now),
             event_window=self._events.halt_active(now),
             intent_seen=intent.id in self._intent_ids,

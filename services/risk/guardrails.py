@@ -6,7 +6,7 @@ quantity or a :class:`Refusal` naming the rule and saying why in a trader's word
 stable: they appear in ``RiskRejection.rule``, metrics and dashboards.
 
 Order (:data:`RULES`): state_unavailable, kill_switch, daily_loss_limit, entry_window, event_halt,
-stale_data, duplicate_intent, order_throttle, loss_cooldown, max_open_positions,
+stale_feed, stale_data, duplicate_intent, order_throttle, loss_cooldown, max_open_positions,
 max_contracts_per_order, contracts_per_contract, contracts_per_underlying, premium_per_symbol,
 premium_total. Gates come first, sizing last, so a
 refusal names the most fundamental reason.
@@ -62,6 +62,7 @@ class RiskContext:
     open_contracts: frozenset[str]  # held or being entered
     premium_symbol_usd: float  # premium at risk on the intent's underlying
     premium_total_usd: float  # premium at risk everywhere
+    feed_stale: str | None = None  # why the intent's underlying's feed is stale (services.risk.feed), or None
     contracts_in_contract: int = 0  # |held| + working/unconfirmed entries in the intent's contract
     contracts_in_underlying: int = 0  # the same over every contract of the intent's underlying
 
@@ -167,6 +168,18 @@ class EventHaltRule:
         if w is not None:
             note = f" [{w.note}]" if w.note else ""
             return Refusal(self.name, w.describe() + note)
+        return quantity
+
+
+class StaleFeedRule:
+    """The intent's underlying has had no market data for a bar interval plus ``stale_feed_seconds`` in
+    regular hours (:mod:`services.risk.feed`)."""
+
+    name = "stale_feed"
+
+    def __call__(self, intent: SignalIntent, ctx: RiskContext, quantity: int) -> int | Refusal:
+        if ctx.feed_stale is not None:
+            return Refusal(self.name, ctx.feed_stale)
         return quantity
 
 
@@ -334,6 +347,7 @@ RULES: Final[tuple[Rule, ...]] = (
     DailyLossLimitRule(),
     EntryWindowRule(),
     EventHaltRule(),
+    StaleFeedRule(),
     StaleDataRule(),
     DuplicateIntentRule(),
     OrderThrottleRule(),

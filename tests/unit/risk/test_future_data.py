@@ -25,7 +25,7 @@ def test_a_future_vector_is_not_fresh_market_data() -> None:
 
 
 def test_after_a_future_vector_good_data_still_counts() -> None:
-    h = Harness()
+    h = Harness(RiskConfig(stale_feed_seconds=None))  # the stale_data rule's own message, not stale_feed's
     h.at(T0)
     h.engine.on_features(FeatureVector(ts=T0 + YEAR, symbol="SPY", values={"close": 600.0}))
     # Without the guard the future stamp would stay the newest forever and hide the live ones' age.

@@ -44,6 +44,7 @@ def test_rule_names_and_order_are_stable() -> None:
         "daily_loss_limit",
         "entry_window",
         "event_halt",
+        "stale_feed",
         "stale_data",
         "duplicate_intent",
         "order_throttle",
