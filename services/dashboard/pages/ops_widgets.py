@@ -45,7 +45,7 @@ def no_data(what: str, component_id: str) -> html.Div:
 
 def when(ts_ns: int) -> str:
     """Event time as New York ISO 8601 to the second; 0 (unknown) as a dash."""
-    return iso_ny(ts_ns)[:19].replace("T", " ") if ts_ns > 0 else "–"
+    return iso_ny(ts_ns - ts_ns % 1_000_000_000)[:19].replace("T", " ") if ts_ns > 0 else "–"
 
 
 def fingerprint(*parts: object) -> str:
