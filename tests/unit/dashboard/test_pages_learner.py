@@ -38,7 +38,8 @@ def view() -> LearnerView:
     return LearnerView(
         ts=T, mode="off",
         model=LearnerModelView("meta_label+beta_bandit", 3, 3, {"win_rate": 2 / 3}, T - 600 * NS, T),
-        arms=(LearnerArmView("orb_calls", "adx_14=1", 3.0, 2.0, 3.0), LearnerArmView("vwap", "adx_14=0", 1.0, 1.0, 0.0)),
+        arms=(LearnerArmView("orb_calls", "adx_14=1", 3.0, 2.0, 3.0),
+              LearnerArmView("vwap", "adx_14=0", 1.0, 1.0, 0.0)),
         regimes={"SPY": "trend"},
         change_points=(ChangePointView(T - 60 * NS, "SPY", "range", "unknown", 0.7),
                        ChangePointView(T, "SPY", "trend", "range", 0.9)))
