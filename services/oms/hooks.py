@@ -41,6 +41,7 @@ from services.core.shared_state import FlattenAck, FlattenRequest, SharedStateEr
 from services.core.stage import Output
 from services.core.state import StateStore
 from services.oms.audit import AuditLog
+from services.oms.brokers.tradier import ErrorKind, TradierBroker
 from services.oms.engine import ALL_UNDERLYINGS, OrderManager, client_id
 from services.runtime.kafka_bus import BusError, FatalBusError
 from services.runtime.service import GuardedWrites, ServiceHooks
@@ -110,6 +111,10 @@ class OmsHooks(ServiceHooks):
     """Latency and order metrics; the Redis snapshot and metrics stream after each round; flatten
     requests (:meth:`check_flatten_request`).
 
+    ``dreambot_reconciled`` is 0 until the start-up reconciliation found book and venue agreeing, and
+    while they disagree; ``dreambot_broker_errors_total{kind}`` counts what the Tradier broker reports
+    (:attr:`~services.oms.brokers.tradier.TradierBroker.on_error`).
+
     flatten_check_s / wall_s: how often (and by which monotonic clock, in seconds) the flatten
     request key is read.
     """
@@ -132,6 +137,17 @@ class OmsHooks(ServiceHooks):
         self._acted: set[str] | None = None  # nonces acted on (None: FLATTEN_ACK not read yet)
         self._ack_pending: FlattenAck | None = None  # acted on, not yet recorded in Redis
         self._bad_request: bytes | None = None  # a malformed request already logged
+        if isinstance(manager.broker, TradierBroker):
+            manager.broker.on_error = self.broker_error
+        self.export_reconciled()
+
+    def broker_error(self, kind: ErrorKind) -> None:
+        """One failed venue request or refused order, counted by kind."""
+        self.metrics.broker_errors.labels(self.metrics.stage, kind).inc()
+
+    def export_reconciled(self) -> None:
+        m = self.metrics
+        m.reconciled.labels(m.stage).set(0 if self.manager.reconciliation.mismatch is not None else 1)
 
     def replaying(self, active: bool) -> None:
         self.audit.muted = active
@@ -163,6 +179,7 @@ class OmsHooks(ServiceHooks):
         super().round_completed(number, root_wall_ns)
         mgr, m = self.manager, self.metrics
         m.kill_switch.labels(m.stage).set(1 if mgr.kill_switch_engaged else 0)
+        self.export_reconciled()
         if self._dirty:
             m.pnl.labels(m.stage, "realized").set(mgr.positions.realized())
             m.pnl.labels(m.stage, "unrealized").set(mgr.positions.unrealized())
@@ -193,6 +210,7 @@ class OmsHooks(ServiceHooks):
     # --- flatten requests ----------------------------------------------------------------------
 
     def periodic(self) -> None:
+        self.export_reconciled()
         self.check_flatten_request()
 
     def check_flatten_request(self) -> bool:

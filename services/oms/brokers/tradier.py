@@ -38,6 +38,11 @@ State
   (``GET /positions``; a response without a positions document is an error, never "flat") for the
   OMS's start-up reconciliation; :meth:`TradierBroker.adopt` tracks an own order found there.
 
+Errors are classified for metrics: every failed attempt (retried or not) and every order the venue
+refused is reported once to :attr:`TradierBroker.on_error` with its kind (:data:`ERROR_KINDS`:
+``timeout``, ``transport``, ``http_429``, ``http_5xx``, ``http_4xx``, ``auth``, ``protocol``,
+``rejected``); the OMS service counts them in ``dreambot_broker_errors_total``.
+
 Environments: ``sandbox`` (https://sandbox.tradier.com/v1, the default) and ``live``
 (https://api.tradier.com/v1). Live trading needs BOTH the explicit confirmation (``live_confirm`` or
 env ``TRADIER_LIVE_CONFIRM=true``) AND the credentials from the environment (``TRADIER_ACCESS_TOKEN``,
@@ -117,6 +122,13 @@ _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _NOT_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 RequestKind = Literal["read", "place"]
+ErrorKind = Literal["timeout", "transport", "http_429", "http_5xx", "http_4xx", "auth", "protocol", "rejected"]
+ERROR_KINDS: Final[tuple[ErrorKind, ...]] = (
+    "timeout", "transport", "http_429", "http_5xx", "http_4xx", "auth", "protocol", "rejected")
+
+
+def _no_report(kind: ErrorKind) -> None:
+    """The default error sink (a broker outside the OMS service has no metrics)."""
 
 
 class TradierConfigError(ConfigError):
@@ -285,6 +297,7 @@ class TradierBroker:
         self.connection = resolve_connection(config, access_token=access_token, account_id=account_id, env=env)
         self._sleep = sleep
         self._monotonic = monotonic
+        self.on_error: Callable[[ErrorKind], None] = _no_report  # the OMS service counts these
         self._last_poll = -math.inf
         self._http = httpx.Client(
             base_url=self.connection.base_url,
@@ -361,6 +374,7 @@ class TradierBroker:
         if isinstance(placed, WireOrder):
             return self._track(placed, client_order_id, tag, underlying, contract, now, single_leg=leg)
         if isinstance(placed, list):
+            self.on_error("rejected")
             tracker = self._new_rejected(client_order_id, underlying, contract, leg, side, quantity)
             return [tracker.synthetic("rejected", now, "; ".join(placed) or "refused by Tradier")]
         return []
@@ -375,6 +389,7 @@ class TradierBroker:
         errors = error_messages(response.content)
         out = self._sync(tracked, now, venue_time=False)
         if errors and not leg.is_terminal:
+            self.on_error("rejected")
             raise TradierRequestError(f"Tradier refused to cancel order {order_id}: {'; '.join(errors)}")
         return out
 
@@ -393,6 +408,7 @@ class TradierBroker:
         errors = error_messages(response.content)
         out = self._sync(tracked, now, venue_time=False)
         if errors and not leg.is_terminal:
+            self.on_error("rejected")
             raise TradierRequestError(f"Tradier refused to modify order {order_id}: {'; '.join(errors)}")
         return out
 
@@ -630,6 +646,7 @@ class TradierBroker:
             try:
                 events = tracker.observe(LegView.of(wire), now, venue_time)
             except TradierProtocolError as exc:
+                self.on_error("protocol")
                 raise TradierRequestError(str(exc)) from None
             if fresh and events:
                 first.append(events[0])
@@ -653,6 +670,7 @@ class TradierBroker:
         return tracker
 
     def _refused(self, client_order_id: str, request: OrderRequest, errors: list[str], now: int) -> list[OrderEvent]:
+        self.on_error("rejected")
         reason = "; ".join(errors) or "refused by Tradier"
         exit_side: Side = "sell" if request.side == "buy" else "buy"
         legs: list[tuple[LegKind, Side]] = [
@@ -672,6 +690,7 @@ class TradierBroker:
         try:
             return parse(*args)
         except TradierProtocolError as exc:
+            self.on_error("protocol")
             raise TradierRequestError(self._scrub(str(exc))) from None
 
     def _request(
@@ -685,7 +704,7 @@ class TradierBroker:
     ) -> httpx.Response:
         """One request with retries (see the module doc). ``kind="place"``: a POST placing an order,
         re-sent only when the venue provably never took it; a lost answer raises :class:`_AnswerLostError`."""
-        if self._auth_failure is not None:  # a refused token stays refused: no request storm
+        if self._auth_failure is not None:  # a refused token stays refused: no request storm (nor a count)
             raise TradierAuthError(self._auth_failure)
         r = self.config.retry
         retrying = Retrying(
@@ -713,20 +732,25 @@ class TradierBroker:
         try:
             response = self._http.request(method, path, params=params, data=_form(data))
         except _NOT_SENT as exc:
+            self.on_error("timeout" if isinstance(exc, httpx.TimeoutException) else "transport")
             raise _TransientError(f"{type(exc).__name__}: {self._scrub(str(exc))}") from None
         except httpx.TransportError as exc:
+            self.on_error("timeout" if isinstance(exc, httpx.TimeoutException) else "transport")
             detail = f"{type(exc).__name__}: {self._scrub(str(exc))}"
             if kind == "place":
                 raise _AnswerLostError(detail) from None
             raise _TransientError(detail) from None
         status = response.status_code
         if status == 429:
+            self.on_error("http_429")
             raise _TransientError("HTTP 429 (rate limited)", retry_after_s(response))
         if status >= 500:
+            self.on_error("http_5xx")
             if kind == "place":
                 raise _AnswerLostError(f"HTTP {status}")
             raise _TransientError(f"HTTP {status}")
         if status == 401:
+            self.on_error("auth")
             text = self._scrub(response.text.strip()[:200]) or "Unauthorized"
             self._auth_failure = (
                 f"Tradier refused the access token (HTTP 401: {text}); check TRADIER_ACCESS_TOKEN and that it "
@@ -735,6 +759,7 @@ class TradierBroker:
             log.error("tradier refused the access token", extra={"environment": self.connection.environment})
             raise TradierAuthError(self._auth_failure)
         if status >= 400 and not (kind == "place" and error_messages(response.content)):
+            self.on_error("http_4xx")
             detail = "; ".join(error_messages(response.content)) or response.text.strip()[:200]
             raise TradierRequestError(f"Tradier {method} {path}: HTTP {status}: {self._scrub(detail)}")
         return response
