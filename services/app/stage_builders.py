@@ -15,6 +15,7 @@ from services.app.stages import (
     build_oms,
     build_risk,
     build_signals,
+    calibration_gauges,
     stage_inputs,
 )
 from services.core.calendar import default_calendar
@@ -71,13 +72,16 @@ def build_features_service(ctx: ServiceContext) -> StageParts:
 
 
 def build_signals_service(ctx: ServiceContext) -> StageParts:
-    return StageParts(build_signals(ctx.config, ctx.calendar), hooks=SignalHooks(ctx.metrics))
+    # A running session re-reads a republished calibration at each session open (the gauges say which).
+    stage = build_signals(ctx.config, ctx.calendar, reload=True, loaded=calibration_gauges(ctx.metrics))
+    return StageParts(stage, hooks=SignalHooks(ctx.metrics))
 
 
 def build_risk_service(ctx: ServiceContext) -> StageParts:
     clock = ReplayClock()
     state = ReplayableState(ctx.state, clock)
-    stage = build_risk(ctx.config, clock, state, ctx.calendar, services=True)
+    stage = build_risk(ctx.config, clock, state, ctx.calendar, services=True, reload=True,
+                       loaded=calibration_gauges(ctx.metrics))
     live = ctx.config.market_data.source == "polygon"  # wall time carries a silent live feed's clock forward
     return StageParts(stage, clock, RiskHooks(ctx.metrics, stage, state, live=live), uses_state=True)
 

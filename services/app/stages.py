@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any, Final
 
 from pydantic import ValidationError
@@ -20,9 +19,11 @@ from pydantic import ValidationError
 from services.app.market_data import MarketData, load_market_data, synthetic_chain_source
 from services.core.approval import ApprovalKey, ApprovalKeyError, session_approval_key
 from services.core.calendar import MarketCalendar
+from services.core.calibration_watch import CalibrationFile, CalibrationWatch, Loaded
 from services.core.clock import Clock, ReplayClock
 from services.core.events import Bar
 from services.core.learner_policy import LearnerPolicy, decode_policy
+from services.core.metrics import StageMetrics
 from services.core.session_config import PIPELINE_STAGES, PlaybookSelection, RiskOverrides, SessionConfig
 from services.core.settings import ConfigError, describe_validation_error, load_yaml
 from services.core.stage import Output, Stage
@@ -40,12 +41,12 @@ from services.oms.config import BrokerConfig, load_broker_config
 from services.oms.engine import OrderManager
 from services.oms.fees import FeeModel
 from services.oms.stage import OmsStage
-from services.risk.config import RiskConfig, SizingLimits, read_risk_multiplier
+from services.risk.config import RiskConfig, SizingLimits, risk_multiplier_of
 from services.risk.engine import RiskEngine
 from services.risk.event_halts import load_event_halts
 from services.risk.stage import RiskStage
 from services.signals.engine import SignalEngine
-from services.signals.gates import load_calibration
+from services.signals.gates import Calibration, calibration_from_doc, calibration_path
 from services.signals.playbooks import PlaybooksConfig, display_path, parse_playbooks
 from services.signals.stage import SignalStage
 
@@ -270,19 +271,47 @@ def session_policy(config: SessionConfig) -> LearnerPolicy | None:
         raise ConfigError(str(exc)) from None
 
 
-def build_signals(config: SessionConfig, calendar: MarketCalendar) -> SignalStage:
-    """The signals stage: the session's playbooks, its calibration, the event halts and the learner's policy."""
+def calibration_reloads(config: SessionConfig) -> bool:
+    """Whether an embedded run re-reads a republished calibration at each session open: on the live feed
+    only. A replay or backtest pins the calibration it started with, so a file the nightly job publishes
+    while a backtest runs cannot change its later sessions (services-mode stages always reload)."""
+    return config.market_data.source == "polygon"
+
+
+def signals_calibration(playbooks: PlaybooksConfig, *, reload: bool,
+                        loaded: Loaded | None = None) -> tuple[Calibration, CalibrationWatch[Calibration]]:
+    """The signals' calibration at start-up and the watch that re-reads it at each session open."""
+    cfg = playbooks.calibration
+    path = calibration_path(cfg.path)
+    shown = display_path(path) if path is not None else "none"
+    watch = CalibrationWatch(path, shown, lambda doc, where: calibration_from_doc(doc, cfg, where),
+                             stage="signals", reload=reload, loaded=loaded)
+    start = watch.start()
+    if start is None:
+        origin = "defaults" if path is None else f"defaults ({shown} absent)"
+        start = Calibration(cfg.risk_multiplier, cfg.pot_threshold, origin)
+    return start, watch
+
+
+def build_signals(config: SessionConfig, calendar: MarketCalendar, *, reload: bool = True,
+                  loaded: Loaded | None = None) -> SignalStage:
+    """The signals stage: the session's playbooks, its calibration, the event halts and the learner's policy.
+
+    ``reload``: re-read a republished calibration at each session open (a services-mode stage; the
+    embedded wiring passes :func:`calibration_reloads`); ``loaded`` is told of every calibration put
+    in force (metrics)."""
     playbooks = session_playbooks(config)
     halts = load_event_halts(session_risk(config))
+    calibration, watch = signals_calibration(playbooks, reload=reload, loaded=loaded)
     engine = SignalEngine(
         playbooks,
-        calibration=load_calibration(playbooks.calibration),
+        calibration=calibration,
         is_halted=lambda ts: halts.halt_active(ts) is not None,
         calendar=calendar,
         learner_mode=config.learner.mode,
         policy=session_policy(config),
     )
-    return SignalStage(engine)
+    return SignalStage(engine, watch)
 
 
 def build_learner(config: SessionConfig, state: StateStore | None = None) -> Stage:
@@ -296,11 +325,44 @@ def build_learner(config: SessionConfig, state: StateStore | None = None) -> Sta
     return LearnerStage(engine, state, config.learner.mode)
 
 
-def risk_multiplier(calibration: Path | None) -> float:
-    """The calibration's size multiplier (1.0 without a calibration file)."""
-    if calibration is not None and calibration.exists():
-        return read_risk_multiplier(calibration)
-    return 1.0
+def calibration_gauges(metrics: StageMetrics) -> Loaded:
+    """A ``loaded`` callback setting the stage's calibration gauges (load time, and which one is in force)."""
+    def loaded(current: CalibrationFile | None, wall_s: float) -> None:
+        metrics.calibration_loaded.labels(metrics.stage).set(wall_s)
+        metrics.calibration_info.clear()
+        if current is not None:
+            metrics.calibration_info.labels(metrics.stage, current.first_session, current.last_session,
+                                            current.mlflow_run_id, current.sha256).set(1)
+
+    return loaded
+
+
+def risk_calibration(config: SessionConfig, *, reload: bool,
+                     loaded: Loaded | None = None) -> tuple[float, CalibrationWatch[float]]:
+    """Risk's calibration multiplier at start-up (1.0 without a file) and the watch that re-reads it."""
+    path = calibration_path(config.calibration.path)
+    shown = display_path(path) if path is not None else "none"
+    watch = CalibrationWatch(path, shown, risk_multiplier_of, stage="risk", reload=reload, loaded=loaded)
+    start = watch.start()
+    return (1.0 if start is None else start), watch
+
+
+def calibration_summary(stages: Iterable[Stage]) -> dict[str, Any]:
+    """What a run's summary says of its calibration: the file signals started with (or none), its values,
+    its inputs' sessions, and whether it was pinned (replays) or re-read at session opens."""
+    signals = next((s for s in stages if isinstance(s, SignalStage)), None)
+    if signals is None or signals.calibration is None:
+        return {"source": "none"}
+    watch, used = signals.calibration, signals.engine.calibration
+    current = watch.current
+    out: dict[str, Any] = {"source": used.source, "pinned": not watch.reload,
+                           "risk_multiplier": used.risk_multiplier, "pot_threshold": used.pot_threshold}
+    if current is not None:
+        out.update(sha256=current.sha256, first_session=current.first_session or None,
+                   last_session=current.last_session or None, mlflow_run_id=current.mlflow_run_id or None)
+    if watch.reload:
+        out["reloads"] = watch.reloads
+    return out
 
 
 def approval_key(config: SessionConfig, *, services: bool = False) -> ApprovalKey:
@@ -323,14 +385,17 @@ def hard_limits(risk_cfg: RiskConfig) -> HardLimits:
 
 
 def build_risk(config: SessionConfig, clock: ReplayClock, state: StateStore, calendar: MarketCalendar,
-               *, engine_clock: Clock | None = None, services: bool = False) -> RiskStage:
+               *, engine_clock: Clock | None = None, services: bool = False, reload: bool = True,
+               loaded: Loaded | None = None) -> RiskStage:
     """The risk stage. ``clock`` is advanced by the stage to each event's time; ``engine_clock`` (default
     ``clock``) is what the engine reads as now (a wall clock for a live feed). ``services``: a stage
-    process, which must be given the session's approval key."""
+    process, which must be given the session's approval key. ``reload``/``loaded``: as for
+    :func:`build_signals` (the calibration's ``risk_multiplier`` re-read at each session open)."""
     risk_cfg = session_risk(config)
+    multiplier, watch = risk_calibration(config, reload=reload, loaded=loaded)
     engine = RiskEngine(risk_cfg, engine_clock or clock, state, events=load_event_halts(risk_cfg),
-                        calendar=calendar, risk_multiplier=risk_multiplier(config.calibration.path))
-    return RiskStage(engine, clock, approval_key(config, services=services))
+                        calendar=calendar, risk_multiplier=multiplier)
+    return RiskStage(engine, clock, approval_key(config, services=services), watch)
 
 
 def build_oms(config: SessionConfig, clock: ReplayClock, calendar: MarketCalendar, audit: AuditSink | None = None,
@@ -348,12 +413,16 @@ def build_stages(config: SessionConfig, clock: ReplayClock, state: StateStore, c
                  audit: AuditSink | None = None) -> list[Stage]:
     """Every stage, in :data:`STAGE_ORDER`, sharing one clock and state store (the embedded wiring).
 
+    Signals and risk re-read a republished calibration at each session open only on the live feed
+    (:func:`calibration_reloads`); a replay or backtest keeps the one it started with.
+
     With the learner on (``learner.mode`` frozen or walk-forward) the learner stage comes last, the
     place the services-mode lockstep gives a stage outside :data:`STAGE_ORDER`, so both runs agree."""
+    reload = calibration_reloads(config)  # a replay pins its calibration; the live feed picks up the nightly's
     stages: list[Stage] = [
         build_features(config, calendar),
-        build_signals(config, calendar),
-        build_risk(config, clock, state, calendar),
+        build_signals(config, calendar, reload=reload),
+        build_risk(config, clock, state, calendar, reload=reload),
         build_oms(config, clock, calendar, audit),
     ]
     if config.learner.mode != "off":

@@ -54,7 +54,7 @@ def run_backtest(
     replay begins."""
     from services.app.market_data import option_price_disclosure
     from services.app.sizing_check import sizing_check
-    from services.app.stages import build_feed, session_playbooks
+    from services.app.stages import build_feed, calibration_summary, session_playbooks
     from services.backtest.embedded import EmbeddedSession
     from services.backtest.reports import summarize
 
@@ -98,6 +98,7 @@ def run_backtest(
         bar_spacing={s: sp.to_dict() for s, sp in data.spacing.items()},
         option_prices=option_price_disclosure(),
         sizing_check=sizing,
+        calibration=calibration_summary(session.stages),  # pinned: a file republished mid-run is not read
         open_positions=open_positions,
         unrealized_pnl=round(sum(p["unrealized_pnl"] for p in open_positions), 6),
     )

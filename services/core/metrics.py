@@ -83,6 +83,12 @@ class StageMetrics:
         self.lockstep_round = Gauge("dreambot_lockstep_round", "Replay lockstep round last completed.",
                                     ["stage"], registry=r)
         self.ready = Gauge("dreambot_ready", "1 while the stage is ready.", ["stage"], registry=r)
+        # The calibration in force (services.core.calibration_watch): when it was loaded, and which it is.
+        self.calibration_loaded = Gauge("dreambot_calibration_loaded_timestamp_seconds",
+                                        "When the calibration in force was loaded (Unix time).", ["stage"], registry=r)
+        self.calibration_info = Gauge("dreambot_calibration_info", "1 for the calibration in force.",
+                                      ["stage", "first_session", "last_session", "mlflow_run_id", "sha256"],
+                                      registry=r)
         self.daily_pnl = Gauge("dreambot_daily_pnl_usd", "The session day's realized + unrealized PnL, net of fees.",
                                ["stage"], registry=r)
         self.daily_loss_limit = Gauge("dreambot_daily_loss_limit_usd", "The configured max daily loss (positive).",

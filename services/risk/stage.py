@@ -5,12 +5,17 @@ which the OMS will not execute it.
 
 Risk consumes ``risk_commands`` for manual commands (an operator's engage/release) and ignores the
 commands it published itself (ids start with ``risk:``), which it also receives on that topic.
+
+With a :class:`~services.core.calibration_watch.CalibrationWatch` the stage tells it the market time of
+every intent and feature vector; at a session open a newly published ``risk_multiplier`` rescales the
+engine's sizing limits before that event is handled.
 """
 
 from __future__ import annotations
 
 from services.core import topics
 from services.core.approval import ApprovalKey
+from services.core.calibration_watch import CalibrationWatch
 from services.core.clock import ReplayClock
 from services.core.events import (
     Event,
@@ -24,6 +29,7 @@ from services.core.events import (
     TradeOutcome,
 )
 from services.core.stage import Output
+from services.risk.config import SizingLimits
 from services.risk.engine import RiskEngine
 
 OWN_COMMAND_PREFIX = "risk:"
@@ -38,14 +44,21 @@ class RiskStage:
     )
 
     def __init__(self, engine: RiskEngine, clock: ReplayClock | None = None,
-                 approval_key: ApprovalKey | None = None) -> None:
+                 approval_key: ApprovalKey | None = None,
+                 calibration: CalibrationWatch[float] | None = None) -> None:
         self.engine = engine
         self._clock = clock
         self.approval_key = approval_key  # signs every approved OrderRequest (the OMS checks it)
+        self.calibration = calibration
 
     def handle(self, topic: str, event: Event) -> list[Output]:
         if self._clock is not None:
             self._clock.advance_to(event.ts)
+        if self.calibration is not None and isinstance(event, SignalIntent | FeatureVector):
+            multiplier = self.calibration.observe(event.ts)
+            if multiplier is not None:
+                # The same clamp as at start-up (risk_multiplier_max): calibration never grows risk past it.
+                self.engine.limits = SizingLimits.from_config(self.engine.config, multiplier)
         out: list[Output] = []
         if isinstance(event, SignalIntent):
             decision = self.engine.on_intent(event)

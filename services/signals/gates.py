@@ -71,7 +71,8 @@ def load_calibration(config: CalibrationConfig, root: Path = PROJECT_ROOT) -> Ca
     fallback = Calibration(config.risk_multiplier, config.pot_threshold, "defaults")
     if config.path is None:
         return fallback
-    path = config.path if config.path.is_absolute() else root / config.path
+    path = calibration_path(config.path, root)
+    assert path is not None
     shown = display_path(path)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -81,12 +82,25 @@ def load_calibration(config: CalibrationConfig, root: Path = PROJECT_ROOT) -> Ca
         raise ConfigError(f"{shown}: invalid calibration JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{shown}: calibration must be a JSON object, got {type(raw).__name__}")
+    return calibration_from_doc(raw, config, shown)
+
+
+def calibration_path(path: Path | None, root: Path = PROJECT_ROOT) -> Path | None:
+    """Where the calibration JSON is (a relative ``path`` is under ``root``); None: off."""
+    if path is None:
+        return None
+    return path if path.is_absolute() else root / path
+
+
+def calibration_from_doc(raw: Mapping[str, object], config: CalibrationConfig, shown: str) -> Calibration:
+    """The signals' values of one calibration JSON object (a missing key keeps the config's; ConfigError
+    when a value is not a finite number in range)."""
     mult = _calibration_value(raw, "risk_multiplier", config.risk_multiplier, 0.0, 5.0, shown)
     pot = _calibration_value(raw, "pot_threshold", config.pot_threshold, 0.0, 1.0, shown)
     return Calibration(mult, pot, shown)
 
 
-def _calibration_value(raw: dict[str, object], key: str, default: float, lo: float, hi: float, shown: str) -> float:
+def _calibration_value(raw: Mapping[str, object], key: str, default: float, lo: float, hi: float, shown: str) -> float:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ConfigError(f"{shown}: {key}: expected a finite number, got {value!r}")

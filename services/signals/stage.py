@@ -1,11 +1,18 @@
-"""The signals stage: features and chains in, SignalIntents out."""
+"""The signals stage: features and chains in, SignalIntents out.
+
+With a :class:`~services.core.calibration_watch.CalibrationWatch` the stage tells it the market time of
+every chain and feature vector; at a session open a newly published calibration is swapped into the
+engine before that event is evaluated.
+"""
 
 from __future__ import annotations
 
 from services.core import topics
+from services.core.calibration_watch import CalibrationWatch
 from services.core.events import ChainSnapshot, Event, FeatureVector, LearnerUpdate, RegimeChange
 from services.core.stage import Output
 from services.signals.engine import SignalEngine
+from services.signals.gates import Calibration
 
 
 class SignalStage:
@@ -14,10 +21,15 @@ class SignalStage:
     name: str = "signals"
     inputs: tuple[str, ...] = (topics.MD_CHAIN, topics.FEATURES, topics.LEARNER)
 
-    def __init__(self, engine: SignalEngine) -> None:
+    def __init__(self, engine: SignalEngine, calibration: CalibrationWatch[Calibration] | None = None) -> None:
         self.engine = engine
+        self.calibration = calibration
 
     def handle(self, topic: str, event: Event) -> list[Output]:
+        if self.calibration is not None and isinstance(event, FeatureVector | ChainSnapshot):
+            fresh = self.calibration.observe(event.ts)
+            if fresh is not None:
+                self.engine.set_calibration(fresh)
         if isinstance(event, FeatureVector):
             return [Output(topics.SIGNALS, i.underlying, i) for i in self.engine.on_features(event)]
         if isinstance(event, ChainSnapshot):
