@@ -58,7 +58,7 @@ def build_ingest_service(ctx: ServiceContext) -> StageParts:
     # The heartbeat is tried on every bar (a failing write is quick): once Redis is back risk sees a
     # fresh heartbeat at once.
     heartbeat = BestEffortState(GuardedWrites(ctx.state, ctx.metrics, min_retry_s=0.0, max_retry_s=0.0))
-    hooks = IngestHooks(ctx.metrics, heartbeat)
+    hooks = IngestHooks(ctx.metrics, heartbeat, live=c.market_data.source == "polygon")
     if c.market_data.source == "polygon":
         # The live feed (the same one `dreambot run --live` runs) writes the heartbeat on its timer.
         live = build_live_feed(c, heartbeat, ctx.calendar)

@@ -15,8 +15,9 @@ Without lockstep it publishes as fast as ``DREAMBOT_REPLAY_RATE`` allows and the
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
+from services.core.events import Bar, ChainSnapshot, Event, Quote, Trade
 from services.core.metrics import StageMetrics
 from services.core.stage import Output
 from services.runtime.service import (
@@ -40,10 +41,29 @@ def paced(outputs: Iterable[Output], rate: float) -> Iterator[Output]:
         yield out
 
 
+def market_symbol(event: Event) -> str | None:
+    """The underlying a market-data event is about (None for anything else)."""
+    if isinstance(event, Bar | Quote | Trade):
+        return event.symbol
+    if isinstance(event, ChainSnapshot):
+        return event.underlying
+    return None
+
+
 class IngestHooks(ServiceHooks):
-    def __init__(self, metrics: StageMetrics, heartbeat: BestEffortState) -> None:
+    """Counts what the feed publishes and exports ``dreambot_market_data_age_seconds{symbol}``: on a live
+    feed (``live``) wall-clock seconds since the symbol's last event was published; in a replay, on the
+    replay clock: the newest event time of any symbol minus the symbol's newest (wall time means nothing
+    to a recording played at any rate). Set on the runner's periodic tick and after each round."""
+
+    def __init__(self, metrics: StageMetrics, heartbeat: BestEffortState, *, live: bool = False,
+                 wall_s: Callable[[], float] = time.monotonic) -> None:
         super().__init__(metrics)
         self.heartbeat = heartbeat
+        self.live = live
+        self._wall_s = wall_s
+        self._last: dict[str, float] = {}  # symbol -> wall_s() (live) or event time in ns (replay)
+        self._newest_ts = 0
 
     def replaying(self, active: bool) -> None:
         if active:
@@ -53,3 +73,27 @@ class IngestHooks(ServiceHooks):
 
     def injected(self, root: Output) -> None:
         self.metrics.count_out(root.topic)
+        symbol = market_symbol(root.event)
+        if symbol is None:
+            return
+        if self.live:
+            self._last[symbol] = self._wall_s()
+        else:
+            ts = root.event.ts
+            self._newest_ts = max(self._newest_ts, ts)
+            self._last[symbol] = max(self._last.get(symbol, ts), ts)
+
+    def round_completed(self, number: int, root_wall_ns: int) -> None:
+        super().round_completed(number, root_wall_ns)
+        self.export_ages()
+
+    def periodic(self) -> None:
+        self.export_ages()
+
+    def export_ages(self) -> None:
+        """Set the market-data age of every symbol seen."""
+        m = self.metrics
+        now = self._wall_s() if self.live else self._newest_ts
+        scale = 1.0 if self.live else 1e-9
+        for symbol, last in self._last.items():
+            m.market_data_age.labels(m.stage, symbol).set(max(now - last, 0) * scale)

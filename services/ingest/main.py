@@ -15,6 +15,10 @@ With ``DREAMBOT_MARKET_DATA=polygon`` it runs the live Polygon feed instead, the
 ``dreambot run --live`` runs (:class:`services.ingest.polygon_live.PolygonLiveFeed`, settings
 ``POLYGON_*``): free-running, each arrival published at once, the heartbeat on its timer.
 
+Metrics: besides the events published per topic, ``dreambot_market_data_age_seconds{symbol}`` — wall-clock
+seconds since the symbol's last event on the live feed, replay-clock seconds in a replay
+(:class:`services.ingest.hooks.IngestHooks`).
+
 Built by the composition root (:func:`services.app.services.run_stage`) from the session's
 SessionConfig; ``--help`` lists the flags, ``--check`` validates the configuration and exits.
 """
