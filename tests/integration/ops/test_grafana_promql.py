@@ -124,13 +124,16 @@ def prometheus() -> Iterator[PrometheusServer]:
                             scrape_interval_s=0.5)
     try:
         prom.start()
-        prom.wait_for(f'dreambot_tick_to_order_seconds_count{{session="{SESSION}"}}')
+        counts = [f'dreambot_{h}_seconds_count{{session="{SESSION}"}}' for h in ("tick_to_order", "tick_to_intent")]
+        for count in counts:  # both exporters scraped at 0 before the observations below
+            prom.wait_for(count)
         # Ten orders 12 ms after their tick, seen between two scrapes: every bucket from le=0.02 up
         # gains 10 and le=0.01 none, so the rate's p50 is 0.01 + 0.01 * 5/10 and p99 0.01 + 0.01 * 9.9/10.
         for _ in range(10):
             oms.observe(oms.tick_to_order, 0.012)
             signals.observe(signals.tick_to_intent, 0.012)
-        _wait(prom, f'dreambot_tick_to_order_seconds_count{{session="{SESSION}"}}', 10)
+        for count in counts:
+            _wait(prom, count, 10)
         time.sleep(1.5)  # a few more scrapes, so rate() has its two samples on each side
         yield prom
     finally:
