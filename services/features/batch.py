@@ -4,7 +4,9 @@ The recurrences (Wilder smoothing, session VWAP sums, sliding Welford, opening r
 kernels that perform the streaming modules' floating-point operations in the same order, so the
 results match :class:`~services.features.engine.FeatureEngine` to rounding (tested to 1e-12
 relative on real data); session lookups and the closed-form columns are numpy. Missing values
-(warm-up, outside regular hours) are NaN here where the streaming vector omits the key.
+(warm-up, outside regular hours, flagged bad bars) are NaN here where the streaming vector omits the
+key; flagged bars (:mod:`.bar_quality`) are classified by the same streaming rule first and the
+kernels then run over the good bars only.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pandas as pd
 from services.core.calendar import NEW_YORK, NS_PER_MIN, NS_PER_S, MarketCalendar, default_calendar, ny_date
 from services.core.events import Bar
 
+from .bar_quality import classify_bars
 from .engine import DEFAULT_BAR_INTERVAL_S, FeatureConfig, bar_feature_names
 from .volatility import DROP_RECOMPUTE, RECOMPUTE_EVERY
 
@@ -287,6 +290,7 @@ def batch_bar_features(
     close: npt.ArrayLike,
     volume: npt.ArrayLike,
     *,
+    open_: npt.ArrayLike | None = None,
     interval_s: int | None = None,
     config: FeatureConfig | None = None,
     calendar: MarketCalendar | None = None,
@@ -294,7 +298,8 @@ def batch_bar_features(
     """Every bar feature for bars with strictly increasing ``ts`` (ns, bar start); NaN where absent.
 
     Columns follow :func:`~services.features.engine.bar_feature_names`; the index is the bar start
-    in New York time.
+    in New York time. ``open_`` feeds the spike rule (a wick is measured from the bar's body); without
+    it the body is the close alone, so pass it to get the engine's verdicts on every bar.
     """
     cfg = config or FeatureConfig()
     t = np.ascontiguousarray(ts, dtype=np.int64)
@@ -302,8 +307,9 @@ def batch_bar_features(
     lo = np.ascontiguousarray(low, dtype=np.float64)
     c = np.ascontiguousarray(close, dtype=np.float64)
     v = np.ascontiguousarray(volume, dtype=np.float64)
-    if not (t.shape == h.shape == lo.shape == c.shape == v.shape) or t.ndim != 1:
-        raise ValueError("ts, high, low, close and volume must be 1-d arrays of one length")
+    o = c if open_ is None else np.ascontiguousarray(open_, dtype=np.float64)
+    if not (t.shape == h.shape == lo.shape == c.shape == v.shape == o.shape) or t.ndim != 1:
+        raise ValueError("ts, open, high, low, close and volume must be 1-d arrays of one length")
     if t.size > 1 and not bool(np.all(np.diff(t) > 0)):
         raise ValueError("ts must be strictly increasing")
     if not (
@@ -311,17 +317,49 @@ def batch_bar_features(
         and np.all(np.isfinite(lo))
         and np.all(np.isfinite(c))
         and np.all(np.isfinite(v))
+        and np.all(np.isfinite(o))
     ):
         raise ValueError("prices and volumes must be finite")
     if not (np.all(lo > 0.0) and np.all(lo <= h) and np.all(c > 0.0) and np.all(v >= 0.0)):
         raise ValueError("prices must be positive with low <= high, volumes non-negative")
     interval = interval_s if interval_s is not None else cfg.bar_interval_s or DEFAULT_BAR_INTERVAL_S
     interval_ns = interval * NS_PER_S
-    end = t + interval_ns
-    opens, closes = session_bounds(t, calendar)
-    regular = (opens >= 0) & (t >= opens) & (t < closes)
+    end_all = t + interval_ns
+    opens_all, closes_all = session_bounds(t, calendar)
+    regular_all = (opens_all >= 0) & (t >= opens_all) & (t < closes_all)
+    # Flagged bars (zero-volume regular-hours bars, one-bar spikes) feed no indicator: the kernels run
+    # over the good bars only and the flagged rows keep just close and the clock columns.
+    good = classify_bars(o, h, lo, c, v, regular_all, cfg.bar_quality) == 0
+    subset = _indicators(t[good], h[good], lo[good], c[good], v[good], end_all[good], opens_all[good],
+                         regular_all[good], interval, cfg)
+    out: dict[str, FloatArray] = {}
+    for name, column in subset.items():
+        full = np.full(t.shape[0], np.nan)
+        full[good] = column
+        out[name] = full
+    out["close"] = c.copy()
+    out["minutes_since_open"] = np.where(regular_all, (end_all - opens_all) / NS_PER_MIN, np.nan)
+    out["minutes_to_close"] = np.where(regular_all, (closes_all - end_all) / NS_PER_MIN, np.nan)
 
-    out: dict[str, FloatArray] = {"close": c.copy()}
+    index = pd.DatetimeIndex(pd.to_datetime(t, utc=True).tz_convert(NEW_YORK), name="ts")
+    frame = pd.DataFrame(out, index=index)
+    return frame[list(bar_feature_names(cfg))]
+
+
+def _indicators(
+    t: IntArray,
+    h: FloatArray,
+    lo: FloatArray,
+    c: FloatArray,
+    v: FloatArray,
+    end: IntArray,
+    opens: IntArray,
+    regular: npt.NDArray[np.bool_],
+    interval: int,
+    cfg: FeatureConfig,
+) -> dict[str, FloatArray]:
+    """Every indicator column over a run of good bars (the clock columns are the caller's)."""
+    out: dict[str, FloatArray] = {}
     vwap, sigma = _vwap_kernel(opens, regular, h, lo, c, v)
     out["vwap"] = vwap
     for k in cfg.vwap_band_sigmas:
@@ -351,12 +389,7 @@ def batch_bar_features(
     with np.errstate(invalid="ignore", divide="ignore"):
         dist = (c - vwap) / atr
     out["vwap_dist_atr"] = np.where(~np.isnan(vwap) & (atr > 0.0), dist, np.nan)
-    out["minutes_since_open"] = np.where(regular, (end - opens) / NS_PER_MIN, np.nan)
-    out["minutes_to_close"] = np.where(regular, (closes - end) / NS_PER_MIN, np.nan)
-
-    index = pd.DatetimeIndex(pd.to_datetime(t, utc=True).tz_convert(NEW_YORK), name="ts")
-    frame = pd.DataFrame(out, index=index)
-    return frame[list(bar_feature_names(cfg))]
+    return out
 
 
 def bars_to_frame(bars: Iterable[Bar]) -> pd.DataFrame:
@@ -391,6 +424,7 @@ def batch_features_of_bars(
         frame["low"].to_numpy(),
         frame["close"].to_numpy(),
         frame["volume"].to_numpy(),
+        open_=frame["open"].to_numpy(),
         interval_s=interval,
         config=config,
         calendar=calendar,

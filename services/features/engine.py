@@ -27,6 +27,12 @@ Microstructure features (:mod:`.microstructure`), as of the vector's ``ts``: ``s
 Chain features: whatever ``services.options.chain.chain_features`` returns for the last
 chain snapshot (non-finite values dropped), under its own names.
 
+Bad bars (:mod:`.bar_quality`): a zero-volume regular-hours bar or a one-bar spike that came back
+within the bar updates no indicator; its vector carries only ``close`` and the clock features (and
+the microstructure and chain groups), and ``flagged`` counts it by kind. Outside regular hours the
+VWAP, opening-range and clock features are absent; ATR, ADX/DI and realized vol keep running
+through extended hours (fed every good bar there) and are present at every hour once warm.
+
 Every vector carries the union of the three groups. A bar's vector has ``ts = bar.ts +
 interval_s`` (the instant its values became known), a quote's or a chain's vector the event's
 ``ts``. Bars with a ``ts`` not later than the last accepted bar are duplicates or out of order:
@@ -45,6 +51,7 @@ from typing import Any
 from services.core.calendar import NS_PER_MIN, NS_PER_S, MarketCalendar, default_calendar
 from services.core.events import Bar, ChainSnapshot, FeatureVector, Quote, Trade
 
+from .bar_quality import BarFlag, BarQuality, BarQualityConfig
 from .microstructure import Microstructure
 from .opening_range import OpeningRange
 from .volatility import RealizedVolatility
@@ -84,6 +91,8 @@ class FeatureConfig:
     trade_window_s / trade_window_events: trade-imbalance window (60 s, no cap).
     intensity_tau_s: time constant of the decayed quote/trade intensities (10 s).
     rate: risk-free rate handed to the chain features (default 0).
+    bar_quality: the bad-bar rule (:mod:`.bar_quality`): zero-volume regular-hours bars and one-bar
+        spikes update no indicator.
     """
 
     atr_period: int = 14
@@ -99,6 +108,7 @@ class FeatureConfig:
     trade_window_events: int | None = None
     intensity_tau_s: float = 10.0
     rate: float = 0.0
+    bar_quality: BarQualityConfig = BarQualityConfig()
 
     def __post_init__(self) -> None:
         for name in ("atr_period", "adx_period"):
@@ -166,10 +176,13 @@ class FeatureEngine:
         "_micro",
         "_or",
         "_or_keys",
+        "_quality",
         "_rv",
         "_rv_keys",
         "_vwap",
         "config",
+        "flagged",
+        "last_flag",
         "latest",
         "symbol",
     )
@@ -206,6 +219,10 @@ class FeatureEngine:
         self._or_keys = tuple(
             (f"or_high_{m}", f"or_low_{m}", f"or_breakout_{m}") for m in cfg.opening_range_minutes
         )
+        self._quality = BarQuality(cfg.bar_quality)
+        #: Bars kept out of the indicators, by kind; ``last_flag`` is the latest bar's (None: good).
+        self.flagged: dict[BarFlag, int] = dict.fromkeys(BarFlag, 0)
+        self.last_flag: BarFlag | None = None
         self._last_bar_ts = -1
         self._bar_values: dict[str, float] = {}
         self._chain: dict[str, float] = {}
@@ -235,6 +252,16 @@ class FeatureEngine:
         self._last_bar_ts = ts
         end = ts + self._interval_ns
         values: dict[str, float] = {"close": close}
+        regular = session is not None and session.open_ns <= ts < session.close_ns
+        flag = self._quality.classify(bar.open, high, low, close, volume, regular)
+        self.last_flag = flag
+        if flag is not None:
+            # A flagged bar moves no indicator: its vector has its close and the clock features only.
+            self.flagged[flag] += 1
+            if session is not None and regular:
+                values["minutes_since_open"] = (end - session.open_ns) / NS_PER_MIN
+                values["minutes_to_close"] = (session.close_ns - end) / NS_PER_MIN
+            return self._emit_bar(values, end)
 
         atr = self._atr
         atr.update(high, low, close)
@@ -254,7 +281,7 @@ class FeatureEngine:
             if value == value:
                 values[key] = value
 
-        if session is not None and session.open_ns <= ts < session.close_ns:
+        if session is not None and regular:
             open_ns = session.open_ns
             vwap = self._vwap
             vwap.update_regular(open_ns, high, low, close, volume)
@@ -276,7 +303,9 @@ class FeatureEngine:
                     values[keys[2]] = float(rng.breakout)
             values["minutes_since_open"] = (end - open_ns) / NS_PER_MIN
             values["minutes_to_close"] = (session.close_ns - end) / NS_PER_MIN
+        return self._emit_bar(values, end)
 
+    def _emit_bar(self, values: dict[str, float], end: int) -> FeatureVector:
         self._bar_values = values
         if self._micro.quotes or self._micro.trades or self._chain:
             values = dict(values)

@@ -101,3 +101,16 @@ def qqq_frame() -> pd.DataFrame:
 @pytest.fixture(scope="session", params=[SPY_1MIN, QQQ_1MIN_UTC], ids=["spy", "qqq"])
 def real_frame(request: pytest.FixtureRequest) -> pd.DataFrame:
     return read_recording(request.param)
+
+
+def bad_print_mask(df: pd.DataFrame, fraction: float = 0.005) -> np.ndarray:
+    """Bars with a wick beyond their body of more than ``fraction`` of the close (plain pandas).
+
+    An oracle independent of :mod:`services.features.bar_quality` (no trailing median, no ATR): on
+    the SPY recording it picks out exactly its bad prints (lows 1-16% under the body, mostly after
+    hours), which the engine's rule must flag as spikes.
+    """
+    body_lo = df[["open", "close"]].min(axis=1)
+    body_hi = df[["open", "close"]].max(axis=1)
+    wick = np.maximum(body_lo - df["low"], df["high"] - body_hi)
+    return (wick > fraction * df["close"]).to_numpy()
