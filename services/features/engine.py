@@ -45,7 +45,7 @@ out-of-order quote or trade is ignored (``on_quote`` returns None).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from services.core.calendar import NS_PER_MIN, NS_PER_S, MarketCalendar, default_calendar
@@ -108,7 +108,7 @@ class FeatureConfig:
     trade_window_events: int | None = None
     intensity_tau_s: float = 10.0
     rate: float = 0.0
-    bar_quality: BarQualityConfig = BarQualityConfig()
+    bar_quality: BarQualityConfig = field(default_factory=BarQualityConfig)
 
     def __post_init__(self) -> None:
         for name in ("atr_period", "adx_period"):

@@ -113,4 +113,5 @@ def bad_print_mask(df: pd.DataFrame, fraction: float = 0.005) -> np.ndarray:
     body_lo = df[["open", "close"]].min(axis=1)
     body_hi = df[["open", "close"]].max(axis=1)
     wick = np.maximum(body_lo - df["low"], df["high"] - body_hi)
-    return (wick > fraction * df["close"]).to_numpy()
+    mask: np.ndarray = (wick > fraction * df["close"]).to_numpy(dtype=bool)
+    return mask

@@ -96,7 +96,7 @@ def test_a_wick_spike_is_flagged_and_a_gap_is_not() -> None:
 def test_bad_bar_rule_parameters_are_validated() -> None:
     for kwargs in ({"spike_k": 0.0}, {"spike_window": 2}, {"spike_floor_bps": -1.0}, {"atr_period": 1}):
         with pytest.raises(ValueError):
-            BarQualityConfig(**kwargs)  # type: ignore[arg-type]
+            BarQualityConfig(**kwargs)
 
 
 def test_batch_equals_streaming_with_spikes_and_zero_volume_bars() -> None:
