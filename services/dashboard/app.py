@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, State, ctx, dcc, html
+from dash.exceptions import PreventUpdate
 
 from services.core import keys, shared_state
 from services.core.calendar import MarketCalendar, default_calendar
@@ -629,6 +630,7 @@ def layout(console: Console, actor: Actor | None = None) -> html.Div:
 LOCATION: Final = "location"
 PAGE: Final = "page"
 NAV: Final = "nav"
+SHOWN_PATH: Final = "shown-path"
 
 
 def nav(pages: Sequence[Page], current: str = "/") -> html.Nav:
@@ -648,7 +650,8 @@ def page_header(console: Console, actor: Actor | None, title: str) -> html.Heade
 def shell(console: Console, actor: Actor | None, pages: Sequence[Page]) -> html.Div:
     """The frame around every page: the URL, the nav bar and the routed page's place (holding the
     overview until the router has seen the URL)."""
-    return html.Div([dcc.Location(id=LOCATION, refresh=False), html.Div([nav(pages), layout(console, actor)], id=PAGE)])
+    return html.Div([dcc.Location(id=LOCATION, refresh=False), dcc.Store(id=SHOWN_PATH, data="/"),
+                     html.Div([nav(pages), layout(console, actor)], id=PAGE)])
 
 
 def route(console: Console, actor: Actor | None, pages: Mapping[str, Page], ctx: PageContext,
@@ -688,9 +691,13 @@ def build_app(console: Console, access: AccessGuard, pages: Sequence[Page] = (),
     routed = {p.path: p for p in pages}
     app.layout = lambda: shell(console, current_actor(), tuple(routed.values()))
 
-    @app.callback(Output(PAGE, "children"), Input(LOCATION, "pathname"))
-    def _route(pathname: str | None) -> Any:
-        return route(console, current_actor(), routed, ctx_pages, pathname)
+    @app.callback(Output(PAGE, "children"), Output(SHOWN_PATH, "data"), Input(LOCATION, "pathname"),
+                  State(SHOWN_PATH, "data"))
+    def _route(pathname: str | None, shown: str | None) -> tuple[Any, str]:
+        path = (pathname or "/").rstrip("/") or "/"
+        if path == shown:  # already drawn (the overview on first load): redrawing would wipe what was typed
+            raise PreventUpdate
+        return route(console, current_actor(), routed, ctx_pages, path), path
 
     for page in pages:
         page.register(app, ctx_pages)

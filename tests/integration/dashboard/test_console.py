@@ -13,13 +13,7 @@ token) change nothing in Redis, and a ``DailyLossLimit`` engagement cannot be re
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,131 +23,30 @@ import pytest
 from services.core import keys
 from services.core.metrics import StageMetrics
 from services.core.redis_state import RedisState
-from services.core.settings import PROJECT_ROOT
-from services.dashboard.auth import hash_password
-from tests.harness.ports import free_port, wait_for_port
+from tests.harness.ports import free_port
 from tests.harness.prometheus_server import PrometheusServer
 from tests.harness.redis_server import RedisServer
 
-webdriver = pytest.importorskip("selenium.webdriver")
-from selenium.common.exceptions import WebDriverException  # noqa: E402
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.integration.dashboard.conftest import (
+    ADMIN_PASSWORD,
+    OPERATOR_PASSWORD,
+    SESSION_KEY,
+    VIEWER_PASSWORD,
+    WAIT_S,
+    Console,
+    sign_in,
+)
+from tests.integration.dashboard.conftest import text_of as _text_of
+from tests.integration.dashboard.conftest import until as _until
+from tests.integration.dashboard.conftest import wait_text as _wait_text
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 CONTRACT = "SPY251219C00600000"
-WAIT_S = 25.0
-OPERATOR_PASSWORD = "operator-password-1"
-VIEWER_PASSWORD = "viewer-password-1"
-ADMIN_PASSWORD = "admin-password-from-a-secret"
-SESSION_KEY = "session-key-from-a-secret-0123456789abcdef"
-USERS = (f"alice:operator:{hash_password(OPERATOR_PASSWORD, log2_n=12)}\n"
-         f"bob:viewer:{hash_password(VIEWER_PASSWORD, log2_n=12)}")
-ACCESS_ENV = {"DREAMBOT_CONSOLE_USERS": USERS, "DREAMBOT_CONSOLE_ADMIN_PASSWORD": ADMIN_PASSWORD,
-              "DREAMBOT_CONSOLE_SESSION_KEY": SESSION_KEY}
-
-
-class Console:
-    """``python -m services.dashboard.main`` on a free port; its output goes to a log file."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="dreambot-console-"))
-        self.log_path = self.dir / "console.log"
-        full = {k: v for k, v in os.environ.items() if not k.startswith("DREAMBOT_")}
-        full.update(ACCESS_ENV)
-        full.update(env)
-        full.update({"DREAMBOT_DASHBOARD_PORT": str(self.port), "DREAMBOT_DASHBOARD_HOST": "127.0.0.1",
-                     "DREAMBOT_DASHBOARD_REFRESH_S": "1"})
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "services.dashboard.main"], cwd=PROJECT_ROOT,
-                                         env=full, stdout=log, stderr=subprocess.STDOUT)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def wait(self) -> Console:
-        try:
-            wait_for_port(self.port, 30)
-        except TimeoutError:
-            raise RuntimeError(f"console did not listen:\n{self.log()}") from None
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.skip("needs Debian chromium and chromium-driver")
-    profile = tempfile.mkdtemp(prefix="dreambot-chromium-")
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,2200"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def _text_of(driver: Any, element_id: str) -> str:
-    try:
-        return str(driver.find_element(By.ID, element_id).text)
-    except WebDriverException:
-        return ""
-
-
-def _wait_text(driver: Any, element_id: str, *needles: str, console: Console | None = None) -> str:
-    """Wait until the element's visible text contains every needle; return that text."""
-    try:
-        WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(
-            lambda d: all(n in _text_of(d, element_id) for n in needles))
-    except Exception:
-        raise AssertionError(f"#{element_id} never showed {needles}; it shows {_text_of(driver, element_id)!r}"
-                             + (f"\nconsole log:\n{console.log()}" if console else "")) from None
-    return _text_of(driver, element_id)
-
-
-def sign_in(driver: Any, console: Console, user: str, password: str) -> None:
-    """Open the console signed out, land on the sign-in form, sign in, wait for the page."""
-    driver.delete_all_cookies()
-    driver.get(console.url)
-    WebDriverWait(driver, WAIT_S).until(lambda d: "/login" in d.current_url)
-    driver.find_element(By.ID, "login-user").send_keys(user)
-    driver.find_element(By.ID, "login-password").send_keys(password)
-    driver.find_element(By.ID, "login-submit").click()
-    _wait_text(driver, "who", f"signed in as {user}", console=console)
-
-
-def _until(check: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_console_shows_redis_and_prometheus_and_engages_the_kill_switch(
