@@ -1,8 +1,9 @@
-"""The jobs dashboard: the session's CronJobs (learner training, nightly calibration) from kube-state-metrics.
+"""The jobs dashboard: the session's CronJobs (learner training, nightly calibration) and what they changed.
 
 The jobs export no Prometheus metrics of their own (their results go to MLflow), so this dashboard reads
 kube-state-metrics' standard series about the CronJobs the operator renders (``<session>-training``,
-``<session>-calibration``; operator/render.py) and the Jobs they start (``<cronjob>-<schedule minute>``).
+``<session>-calibration``; operator/render.py) and the Jobs they start (``<cronjob>-<schedule minute>``),
+and the stages' own gauges of the calibration in force (which nightly calibration they loaded, and when).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from ops.grafana.panels import (
     Query,
     datasource_variable,
     query_variable,
+    selector,
     stat_panel,
+    table_panel,
     timeseries_panel,
 )
 
@@ -59,7 +62,9 @@ def build() -> dashboard.Dashboard:
                      "(nightly calibration). Read from kube-state-metrics' standard series "
                      "(kube_cronjob_status_last_schedule_time, kube_cronjob_status_last_successful_time, "
                      "kube_job_status_succeeded / failed, kube_job_status_start_time / completion_time): the "
-                     "jobs export no Prometheus metrics of their own; their results are in MLflow.")
+                     "jobs export no Prometheus metrics of their own; their results are in MLflow. The last row "
+                     "is the stages' view: the calibration in force (dreambot_calibration_info) and when they "
+                     "loaded it (dreambot_calibration_loaded_timestamp_seconds).")
         .tags(["dreambot", "jobs"])
         .time("now-7d", "now")
         .refresh("5m")
@@ -96,4 +101,16 @@ def build() -> dashboard.Dashboard:
             "Run duration", "Completion time minus start time of each finished Job run.", SECONDS,
             [Query(f"max by (namespace, job_name) (kube_job_status_completion_time{{{JOBS}}} "
                    f"- kube_job_status_start_time{{{JOBS}}})", "{{job_name}}")]))
+        .with_row(dashboard.Row("Calibration: the stages' view"))
+        .with_panel(stat_panel(
+            "Since the stages loaded their calibration", "Time since each stage (signals, risk) loaded the "
+            "calibration in force: at start, and at a session open after the nightly job published a new one.",
+            SECONDS,
+            [Query(f"time() - max by (session, stage) ({selector('dreambot_calibration_loaded_timestamp_seconds')})",
+                   "{{stage}}")], width=8, height=6))
+        .with_panel(table_panel(
+            "Calibration in force", "Which calibration each stage uses: the sessions it was fitted on and its "
+            "MLflow run.", STATE,
+            Query("max by (session, stage, first_session, last_session, mlflow_run_id) "
+                  f"({selector('dreambot_calibration_info')})"), width=16))
     )

@@ -11,10 +11,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from grafana_foundation_sdk.builders import common as common_builder
-from grafana_foundation_sdk.builders import dashboard, prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import dashboard, prometheus, stat, table, timeseries
 from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import prometheus as prometheus_model
 from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
+    DataTransformerConfig,
     ValueMap,
     ValueMappingResult,
     VariableOption,
@@ -147,3 +149,21 @@ def stat_panel(title: str, description: str, unit: str, queries: Sequence[Query]
     for target in _targets(queries):
         panel = panel.with_target(target)
     return panel
+
+
+def table_panel(title: str, description: str, unit: str, query: Query,
+                width: int = 24, height: int = 6) -> table.Panel:
+    """One instant query as a table: a row per series with its labels and value (no time column)."""
+    target = (prometheus.Dataquery().expr(query.expr).ref_id("A").instant()
+              .format(prometheus_model.PromQueryFormat.TABLE))
+    return (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .span(width)
+        .height(height)
+        .with_target(target)
+        .with_transformation(DataTransformerConfig(id_val="organize", options={"excludeByName": {"Time": True}}))
+    )

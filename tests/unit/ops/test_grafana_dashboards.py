@@ -207,11 +207,18 @@ def test_jobs_reads_kube_state_metrics_and_says_so() -> None:
     board = load("jobs")
     assert "kube-state-metrics" in board["description"]
     assert "<session>-training" in board["description"] and "<session>-calibration" in board["description"]
+    calibration = {"dreambot_calibration_info", "dreambot_calibration_loaded_timestamp_seconds"}
     queried = {n for e in exprs(board) for n in metric_names(e)}
-    assert queried and queried <= KUBE_STATE_METRICS
+    assert queried & KUBE_STATE_METRICS and queried - KUBE_STATE_METRICS == calibration
     for expr in exprs(board):
-        assert 'cronjob=~"($session)-(training|calibration)"' in expr or (
-            'job_name=~"($session)-(training|calibration)-[0-9]+"' in expr), expr
+        if metric_names(expr) <= KUBE_STATE_METRICS:  # kube-state-metrics knows the objects by name only
+            assert 'cronjob=~"($session)-(training|calibration)"' in expr or (
+                'job_name=~"($session)-(training|calibration)-[0-9]+"' in expr), expr
+        else:
+            assert 'namespace=~"$namespace", session=~"$session"' in expr, expr
+    (table,) = [p for p in panels(board) if p["type"] == "table"]
+    assert table["targets"][0]["format"] == "table" and table["targets"][0]["instant"] is True
+    assert "mlflow_run_id" in table["targets"][0]["expr"]
 
 
 @pytest.mark.parametrize("name", NAMES)
