@@ -205,7 +205,8 @@ def render_report(report: Report) -> Component:
     curve = equity_curve(report.trades)
     summary = report.summary or {}
     facts = [html.Span([html.B(f"{label}: "), html.Span(_fmt(summary.get(key)), id=f"{NAME}-summary-{key}")],
-                       className="fact") for label, key in SUMMARY_FIELDS if key in summary]
+                       className="fact", style={"marginRight": "1.5em"})
+             for label, key in SUMMARY_FIELDS if key in summary]
     closed = sorted(report.closed, key=_exit_key)
     still_open = [t for t in report.trades if t.get("status", "closed") != "closed"]
     shown = (closed + still_open)[-TRADE_ROWS_SHOWN:]
@@ -214,7 +215,7 @@ def render_report(report: Report) -> Component:
         html.Div(f"output folder: {report.folder}", id=f"{NAME}-folder", className="source"),
         html.Div(facts, className="facts"),
         html.Div([html.B("Equity at the last exit: "), html.Span(f"{curve.final:.2f}", id=f"{NAME}-equity-final"),
-                  html.B("  max drawdown: "), html.Span(f"{curve.max_drawdown:.2f}", id=f"{NAME}-equity-maxdd")]),
+                  html.B(" · max drawdown: "), html.Span(f"{curve.max_drawdown:.2f}", id=f"{NAME}-equity-maxdd")]),
         dcc.Graph(id=f"{NAME}-equity", figure=equity_figure(curve)) if curve.times
         else no_data("no closed trades", f"{NAME}-equity-empty"),
         html.H3("Per playbook"),
