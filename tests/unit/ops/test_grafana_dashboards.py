@@ -227,3 +227,15 @@ def test_every_queried_series_exists(name: str) -> None:
     for expr in exprs(load(name)):
         missing = metric_names(expr) - known
         assert not missing, f"{name}: {expr} queries {missing}, exported by no stage (services/core/metrics.py)"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_panels_tile_the_24_column_grid_without_overlapping(name: str) -> None:
+    cells: dict[tuple[int, int], str] = {}
+    for panel in load(name)["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24 and pos["h"] > 0, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
