@@ -69,8 +69,8 @@ def test_crd_schema_encodes_the_rules() -> None:
 
 def _promtool() -> str:
     exe = shutil.which("promtool")
-    if exe is None:
-        pytest.skip("promtool not installed (scripts/install-system-deps.sh installs Debian's prometheus)")
+    if exe is None:  # a failure, not a skip: CI (scripts/test) installs it and must run the rule tests
+        pytest.fail("promtool not installed: run scripts/install-system-deps.sh (Debian's prometheus)")
     return exe
 
 
@@ -96,6 +96,8 @@ def test_kill_switch_alert_fires_in_a_promtool_unit_test(tmp_path: Path) -> None
                 {"eval_time": "3m", "alertname": "DreamBotKillSwitchEngaged", "exp_alerts": [{
                     "exp_labels": {"severity": "critical", "session": "paper-etf"},
                     "exp_annotations": {
+                        "runbook_url": "https://github.com/dreambot/dreambot/blob/main/ops/runbook.md"
+                                       "#dreambotkillswitchengaged",
                         "summary": "Kill switch engaged in session paper-etf",
                         "description": "Session paper-etf refuses new entries; the OMS protects open "
                                        "positions (the reason is in Redis and on the console).",
