@@ -25,18 +25,8 @@ from ops.grafana.panels import (
 
 UID = "dreambot-jobs"
 
-#: kube-state-metrics series this dashboard reads (standard names, labels namespace and cronjob / job_name).
-KUBE_STATE_METRICS = frozenset({
-    "kube_cronjob_status_last_schedule_time",
-    "kube_cronjob_status_last_successful_time",
-    "kube_cronjob_status_active",
-    "kube_cronjob_spec_suspend",
-    "kube_job_status_succeeded",
-    "kube_job_status_failed",
-    "kube_job_status_start_time",
-    "kube_job_status_completion_time",
-})
-
+# kube-state-metrics labels its series with the object's name only (cronjob, job_name), not the
+# session: the operator's names carry it (operator/render.py job_name), so the filters match on them.
 CRONJOBS = 'namespace=~"$namespace", cronjob=~"($session)-(training|calibration)"'
 JOBS = 'namespace=~"$namespace", job_name=~"($session)-(training|calibration)-[0-9]+"'
 
