@@ -118,6 +118,7 @@ button.ok { background: #1b7f3b; color: #fff; border-color: #1b7f3b; }
 input.why { font-size: 14px; padding: 5px 6px; width: 100%; box-sizing: border-box; margin-bottom: 8px; }
 button:disabled { opacity: .45; cursor: not-allowed; }
 header form { display: inline; } header button { font-size: 12px; padding: 2px 8px; margin-left: 8px; }
+td.held { background: #ffe9a8; font-weight: 600; }
 .nav { background: #2b3444; padding: 6px 20px; }
 .nav a { color: #cfd6e4; margin-right: 16px; text-decoration: none; font-size: 14px; }
 .nav a.active, .nav a:hover { color: #fff; font-weight: 600; }
