@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
         fail(PROG, "--duration and --idle-exit bound a live session: add --live")
     from services.app.stages import require_paper, session_market_data
     from services.backtest.embedded import SessionRecord
-    from services.backtest.main import config_from_args, run_backtest, write_outputs
+    from services.backtest.main import config_from_args, flagged_lines, run_backtest, write_outputs
     from services.core.calendar import iso_ny
 
     args.data = args.data if not args.synthetic else None
@@ -67,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
           f"{s['fills']} fills, {s['trade_count']} trades, net pnl {s['net_pnl']:+.2f} "
           f"(unrealized {oms.positions.unrealized():+.2f}), win rate {s['win_rate']:.1%}, "
           f"max drawdown {s['max_drawdown']:.2f}")
+    print(*flagged_lines(s), sep="\n")
     print(f"outputs: {out}/summary.json, trades.json, summary.csv, fill_quality.csv")
     return 0
 

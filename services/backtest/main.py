@@ -93,6 +93,7 @@ def run_backtest(
         flattened_before_close=len(session.oms.flattened_at_close),
         fills=len(record.fills),
         rejected_rows={s: r.to_dict()["counts"] for s, r in data.reports.items()},
+        flagged_bars=flagged_bars(session, data),
         sessions=[d.isoformat() for d in data.session_dates],
         bar_interval_s={s: sp.interval_s for s, sp in data.spacing.items()},
         bar_spacing={s: sp.to_dict() for s, sp in data.spacing.items()},
@@ -104,6 +105,33 @@ def run_backtest(
     )
     summary["net_pnl_with_open"] = round(summary["net_pnl"] + summary["unrealized_pnl"], 6)
     return BacktestResult(record, summary, data, session, open_positions)
+
+
+def flagged_bars(session: EmbeddedSession, data: MarketData) -> dict[str, dict[str, int]]:
+    """Bad bars per symbol by kind: flagged by the features stage (kept out of every indicator, see
+    :mod:`services.features.bar_quality`) and regular-hours bars missing from the data."""
+    from services.features.stage import FeatureStage
+
+    stage = next((s for s in session.stages if isinstance(s, FeatureStage)), None)
+    out: dict[str, dict[str, int]] = {}
+    for sym in sorted(data.bars):
+        engine = stage.engines.get(sym) if stage is not None else None
+        counts = {flag.value: n for flag, n in sorted(engine.flagged.items())} if engine is not None else {}
+        spacing = data.spacing.get(sym)
+        counts["missing_regular"] = spacing.missing_regular if spacing is not None else 0
+        out[sym] = counts
+    return out
+
+
+def flagged_lines(summary: dict[str, Any]) -> list[str]:
+    """One stdout line per symbol: the bad bars by kind and what was done with them."""
+    lines = []
+    for sym, counts in summary.get("flagged_bars", {}).items():
+        kinds = ", ".join(f"{kind} {n}" for kind, n in counts.items() if kind != "missing_regular")
+        flagged = sum(n for kind, n in counts.items() if kind != "missing_regular")
+        lines.append(f"  {sym} bad bars: {flagged} flagged ({kinds}), kept out of every indicator; "
+                     f"{counts.get('missing_regular', 0)} regular-hours bars missing")
+    return lines
 
 
 def refusals_by_rule(record: SessionRecord) -> dict[str, int]:
@@ -294,6 +322,7 @@ def report_lines(result: BacktestResult) -> list[str]:
         spacing = data.spacing.get(sym)
         if spacing is not None:
             lines.append(f"  {sym} bars: {spacing.summary()}; timestamps are bar starts")
+    lines += flagged_lines(s)
     return lines
 
 

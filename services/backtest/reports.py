@@ -124,18 +124,23 @@ def write_trades(trades: Sequence[TradeOutcome], path: Path, *, option_price_sou
 
 
 def write_summary_csv(summary: dict[str, Any], path: Path) -> None:
-    """One row per playbook plus an 'ALL' row, the summary's scalar statistics as columns."""
+    """One row per playbook plus an 'ALL' row, the summary's scalar statistics as columns; the ALL row
+    also counts the bad bars of every symbol by kind (``bad_bars_<kind>``, from ``flagged_bars``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     cols = ["playbook", "trade_count", "net_pnl", "expectancy", "win_rate", "average_win",
             "average_loss", "profit_factor", "max_drawdown"]
     source = summary.get("option_prices", {}).get("source")
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow([*cols, "open_positions", "unrealized_pnl", "option_price_source"])
+        flagged = summary.get("flagged_bars", {})
+        kinds = sorted({k for counts in flagged.values() for k in counts})
+        w.writerow([*cols, "open_positions", "unrealized_pnl", "option_price_source",
+                    *(f"bad_bars_{k}" for k in kinds)])
+        totals = [sum(counts.get(k, 0) for counts in flagged.values()) for k in kinds]
         w.writerow(["ALL", *[summary.get(c) for c in cols[1:]], len(summary.get("open_positions", ())),
-                    summary.get("unrealized_pnl"), source])
+                    summary.get("unrealized_pnl"), source, *totals])
         for name, s in summary.get("playbooks", {}).items():
-            w.writerow([name, *[s.get(c) for c in cols[1:]], "", "", source])
+            w.writerow([name, *[s.get(c) for c in cols[1:]], "", "", source, *([""] * len(kinds))])
 
 
 def to_builtins(event: msgspec.Struct) -> dict[str, Any]:
