@@ -41,7 +41,7 @@ from services.core.shared_state import FlattenAck, FlattenRequest, SharedStateEr
 from services.core.stage import Output
 from services.core.state import StateStore
 from services.oms.audit import AuditLog
-from services.oms.brokers.tradier import ErrorKind, TradierBroker
+from services.oms.brokers.tradier import ERROR_KINDS, ErrorKind, TradierBroker
 from services.oms.engine import ALL_UNDERLYINGS, OrderManager, client_id
 from services.runtime.kafka_bus import BusError, FatalBusError
 from services.runtime.service import GuardedWrites, ServiceHooks
@@ -139,6 +139,8 @@ class OmsHooks(ServiceHooks):
         self._bad_request: bytes | None = None  # a malformed request already logged
         if isinstance(manager.broker, TradierBroker):
             manager.broker.on_error = self.broker_error
+            for kind in ERROR_KINDS:  # every series exists at 0, so the first error is an increase
+                metrics.broker_errors.labels(metrics.stage, kind)
         self.export_reconciled()
 
     def broker_error(self, kind: ErrorKind) -> None:

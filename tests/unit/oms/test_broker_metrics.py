@@ -83,7 +83,7 @@ def test_429s_and_5xx_are_counted_per_failed_attempt(venue: SimServer, tmp_path:
     assert any(e.leg == "entry" and e.status == "accepted" for e in events)
     assert oms.errors("http_429") == 2.0
     assert oms.errors("http_5xx") == 3.0
-    assert oms.errors("timeout") is None and oms.errors("rejected") is None
+    assert oms.errors("timeout") == 0.0 and oms.errors("rejected") == 0.0  # exported at 0 from the start
 
 
 def test_a_timeout_is_counted_as_a_timeout(venue: SimServer, tmp_path: Path) -> None:
@@ -97,11 +97,12 @@ def test_an_order_the_venue_refuses_is_counted_as_rejected(venue: SimServer, tmp
     oms = Oms(venue, tmp_path)
     events = oms.broker.submit_market("f1", "SPY", C620, "sell", 0)  # quantity 0: the venue answers 400 errors
     assert [e.status for e in events] == ["rejected"]
-    assert oms.errors("rejected") == 1.0 and oms.errors("http_4xx") is None
+    assert oms.errors("rejected") == 1.0 and oms.errors("http_4xx") == 0.0
 
 
 def test_a_refused_token_is_counted_once(venue: SimServer, tmp_path: Path) -> None:
     oms = Oms(venue, tmp_path, token="tt-WRONG-0000")
+    assert oms.errors("auth") == 0.0  # there before the first error, so an alert sees it rise
     with pytest.raises(TradierAuthError):
         oms.broker.submit_otoco(request("r1"), "r1")
     with pytest.raises(TradierAuthError):
