@@ -43,7 +43,8 @@ FLATTEN = """kubectl patch tradingsession paper-etf --type merge -p '{"spec":{"f
 DELETE = "kubectl delete tradingsession paper-etf"
 APPLY_LIVE = "kubectl apply -f manifests/tradingsession-live.yaml"
 DELETE_LIVE = "kubectl delete tradingsession live-index"
-SESSION_COMMANDS = (APPLY, GET, KILL_ON, KILL_OFF, FLATTEN, DELETE, APPLY_LIVE, DELETE_LIVE)
+RERUN_CALIBRATION = "kubectl create job --from=cronjob/paper-etf-calibration paper-etf-calibration-rerun"
+SESSION_COMMANDS = (APPLY, GET, KILL_ON, KILL_OFF, FLATTEN, DELETE, APPLY_LIVE, DELETE_LIVE, RERUN_CALIBRATION)
 
 TRADIER = ('kubectl create secret generic tradier-live --from-literal=TRADIER_ACCESS_TOKEN="$TRADIER_ACCESS_TOKEN" '
            '--from-literal=TRADIER_ACCOUNT_ID="$TRADIER_ACCOUNT_ID" --dry-run=client -o yaml | kubectl apply -f -')
@@ -136,9 +137,13 @@ def test_start_halt_flatten_and_stop_a_paper_session(shell: Shell, cluster: Clus
     assert shell.run(APPLY).stdout == "tradingsession.dreambot.io/paper-etf created\n"
     stages = ("ingest", "features", "signals", "risk", "oms", "learner")
     wait_for(lambda: all(cluster.get("deployment", f"paper-etf-{s}") for s in stages), 30, what="the stages")
-    got = shell.run(GET).stdout.splitlines()
+
+    def printed() -> list[str] | None:  # the operator writes the phase once it applied the children
+        got = shell.run(GET).stdout.splitlines()
+        return got if got[1].split()[:3] == ["paper-etf", "paper", "Deploying"] else None
+
+    got = wait_for(printed, 30, what="phase Deploying")  # no node runs pods here: never Running
     assert got[0].split()[:5] == ["NAME", "MODE", "PHASE", "READY", "KILL"], got
-    assert got[1].split()[:3] == ["paper-etf", "paper", "Deploying"], got  # no node runs pods: never Running
 
     assert shell.run(KILL_ON).stdout == "tradingsession.dreambot.io/paper-etf patched\n"
     flag = wait_for(lambda: (f := _flag(client, "paper-etf")) is not None and f.engaged and f, 30, what="flag")
@@ -162,6 +167,16 @@ def test_start_halt_flatten_and_stop_a_paper_session(shell: Shell, cluster: Clus
 
     request = wait_for(requested, 30, what="the operator's flatten request")
     assert (request.nonce, request.source) == ("flatten-1", "operator")
+
+    # A failed nightly job, rerun once from the CronJob's own template.
+    assert shell.run(RERUN_CALIBRATION).stdout == "job.batch/paper-etf-calibration-rerun created\n"
+    cron, job = cluster.get("cronjob", "paper-etf-calibration"), cluster.get("job", "paper-etf-calibration-rerun")
+    assert cron is not None and job is not None
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    want = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert (container["image"], container.get("command"), container.get("args")) == \
+        (want["image"], want.get("command"), want.get("args"))
+    assert [o["name"] for o in job["metadata"]["ownerReferences"]] == ["paper-etf-calibration"]
 
     assert shell.run(DELETE).stdout == f'tradingsession.dreambot.io "paper-etf" deleted from {cluster.ns} namespace\n'
     assert cluster.get("tradingsession", "paper-etf") is None
