@@ -4,7 +4,8 @@ From the journal's ``chain`` table (snapshots of ATM ± N strikes of the nearest
 the snapshot at a chosen time (the newest by default, or any trade's entry) as a calls | strike | puts
 table of bid, ask, IV and delta, and the smile (IV by strike, calls and puts). The contracts held at
 that time are highlighted in both: a trade open then (entry <= t < exit), an entry filled with no trade
-closed yet, and, for the newest snapshot, the OMS book's open positions in Redis.
+closed yet, and, for the newest snapshot, the OMS book's open positions in Redis. ``/chain?at=<ns>``
+links to the snapshot at a time.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import parse_qs
 
 import pandas as pd
 import plotly.graph_objects as go
-from dash import Dash, Input, Output, dcc, html
+from dash import Dash, Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
 from services.dashboard.pages.base import Component, PageContext
@@ -34,6 +36,7 @@ AT: Final = f"{PREFIX}-at"
 STATUS: Final = f"{PREFIX}-status"
 REFRESH: Final = f"{PREFIX}-refresh"
 LATEST: Final = "latest"
+LOCATION: Final = "location"  # the app's dcc.Location (services.dashboard.app.LOCATION)
 _OCC: Final = re.compile(r"^([A-Z.]{1,6})(\d{2})(\d{2})(\d{2})([CP])(\d{8})$")
 
 Key = tuple[str, float, str]  # (expiry YYYY-MM-DD, strike, right C/P)
@@ -225,9 +228,16 @@ class ChainPage:
 
         @app.callback(Output(GRAPH, "figure"), Output(TABLE, "children"), Output(STATUS, "children"),
                       Output(SYMBOL, "options"), Output(SYMBOL, "value"), Output(AT, "options"),
-                      Input(REFRESH, "n_intervals"), Input(SYMBOL, "value"), Input(AT, "value"))
-        def _refresh(_n: int | None, symbol: str | None, at: str | None) -> tuple[Any, ...]:
-            return self.update(c, symbol, at)
+                      Input(REFRESH, "n_intervals"), Input(SYMBOL, "value"), Input(AT, "value"),
+                      State(LOCATION, "search"))
+        def _refresh(_n: int | None, symbol: str | None, at: str | None, search: str | None) -> tuple[Any, ...]:
+            return self.update(c, symbol, at if at not in (None, LATEST) else at_from_search(search))
+
+
+def at_from_search(search: str | None) -> str | None:
+    """``?at=<ns>`` of a deep link to a snapshot time (anything else: the newest snapshot)."""
+    values = parse_qs((search or "").lstrip("?")).get("at", [])
+    return values[0] if values and values[0].isdigit() else None
 
 
 def _opts(values: Iterable[str]) -> list[dict[str, str]]:
