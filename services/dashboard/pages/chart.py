@@ -48,6 +48,9 @@ EXIT_P: Final = ENTRY_P + 1
 TAKE_PROFIT: Final = EXIT_P + 1
 STOP_LOSS: Final = TAKE_PROFIT + 1
 BAR_TRACES: Final = tuple(range(CANDLES, ENTRY_U))
+# A features row's ts is when its minute bar closed (the FeatureVector's time); candles are drawn at the
+# bar's start, as the recording and every charting convention have them.
+BAR_NS: Final = 60 * 10**9
 TERMINAL: Final = frozenset({"filled", "canceled", "rejected", "expired"})
 _BAND_COLORS: Final = {1: "rgba(31,119,180,.55)", 2: "rgba(31,119,180,.35)", 3: "rgba(31,119,180,.2)"}
 
@@ -69,7 +72,7 @@ def _column(frame: pd.DataFrame, name: str) -> list[float | None]:
 
 def bar_columns(bars: pd.DataFrame) -> dict[int, dict[str, list[Any]]]:
     """Per bar trace (by index) the columns to draw or append for ``bars`` (rows of one symbol)."""
-    x = ny_text(bars["ts"].tolist()) if len(bars) else []
+    x = ny_text(int(t) - BAR_NS for t in bars["ts"].tolist()) if len(bars) else []
     out: dict[int, dict[str, list[Any]]] = {
         CANDLES: {"x": x, "open": _column(bars, "open"), "high": _column(bars, "high"),
                   "low": _column(bars, "low"), "close": _column(bars, "close")},
@@ -101,7 +104,7 @@ def _close_at(bars: pd.DataFrame, ts: Iterable[int]) -> list[float | None]:
     """The underlying's close of the minute bar containing each ``ts`` (None before the first bar)."""
     if not len(bars):
         return [None for _ in ts]
-    starts = bars["ts"].astype("int64").to_numpy()
+    starts = bars["ts"].astype("int64").to_numpy() - BAR_NS
     closes = bars["close"].tolist() if "close" in bars.columns else [None] * len(bars)
     out: list[float | None] = []
     for t in ts:
@@ -165,7 +168,7 @@ def trade_marks(bars: pd.DataFrame, trades: pd.DataFrame, orders: pd.DataFrame) 
             trades)
     else:
         entry_ts, exit_ts, label, entry_px, exit_px, reasons = [], [], [], [], [], []
-    until = int(bars["ts"].max()) + 60 * 10**9 if len(bars) else 0
+    until = int(bars["ts"].max()) if len(bars) else 0
     return Marks(
         entry_u={"x": ny_text(entry_ts), "y": _close_at(bars, entry_ts), "text": label},
         exit_u={"x": ny_text(exit_ts), "y": _close_at(bars, exit_ts), "text": reasons},
@@ -237,7 +240,8 @@ def symbols_of(features: pd.DataFrame) -> list[str]:
 def _status(symbol: str, bars: pd.DataFrame, trades: pd.DataFrame) -> str:
     if not len(bars):
         return f"no bars for {symbol} yet"
-    return (f"{symbol}: {len(bars)} bars, {len(trades)} trades, last bar {ny_text([int(bars['ts'].iloc[-1])])[0]} "
+    last = ny_text([int(bars["ts"].iloc[-1]) - BAR_NS])[0]
+    return (f"{symbol}: {len(bars)} bars, {len(trades)} trades, last bar {last} "
             "New York")
 
 

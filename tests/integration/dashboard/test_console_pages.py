@@ -273,7 +273,7 @@ def test_a_full_day_updates_live_and_the_update_time_is_reported(
     drawn = figure_data(browser, "chart-graph")
     assert drawn is not None
     assert drawn[0]["close"][-UPDATES:] == pytest.approx([700.0 + i for i in range(1, UPDATES + 1)])
-    assert drawn[0]["x"][-1] == ny(int(last["ts"]) + UPDATES * 60 * 10**9)
+    assert drawn[0]["x"][-1] == ny(int(last["ts"]) + (UPDATES - 1) * 60 * 10**9)  # rows at a bar's close
 
     lat = browser.execute_script("return window.__lat;")
     served = [r for r in lat["requests"] if r["status"] == 200 and r["end"] is not None]

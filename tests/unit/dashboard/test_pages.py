@@ -29,7 +29,7 @@ def test_times_are_new_york_wall_clock() -> None:
 
 def _bars(n: int) -> pd.DataFrame:
     return pd.DataFrame({
-        "symbol": ["SPY"] * n, "ts": [T0 + i * MIN for i in range(n)],
+        "symbol": ["SPY"] * n, "ts": [T0 + (i + 1) * MIN for i in range(n)],  # a bar's row is at its close
         "open": [600.0 + i for i in range(n)], "high": [601.0 + i for i in range(n)],
         "low": [599.0 + i for i in range(n)], "close": [600.5 + i for i in range(n)],
         "vwap": [float("nan")] + [600.0] * (n - 1), "vwap_upper_1": [601.0] * n, "vwap_lower_1": [599.0] * n,
@@ -75,7 +75,7 @@ def test_brackets_follow_each_price_level_until_the_leg_ends() -> None:
     assert sl["x"] == ["2025-07-09 10:17:00", "2025-07-09 10:19:00", None,
                        "2025-07-09 10:19:00", "2025-07-09 10:20:00", None]
     # Still working: the level runs to ``until``.
-    open_leg = chart.bracket_segments(frame.iloc[:1], "take_profit", T0 + 5 * MIN)
+    open_leg = chart.bracket_segments(frame.iloc[:1], "take_profit", T0 + 5 * MIN)  # ``until``: the newest bar
     assert open_leg["x"][1] == "2025-07-09 10:22:00"
 
 
