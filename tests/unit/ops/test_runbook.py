@@ -76,3 +76,10 @@ def test_the_sections_other_files_link_to() -> None:
     assert [h for h in headings if h in SECTIONS] == SECTIONS
     if "Alerts" in headings:
         assert headings[-1] == "Alerts", "the Alerts section stays last"
+
+
+def test_the_readme_operating_commands_are_ones_a_test_runs() -> None:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Operating a session", 1)[1].split("\n## ", 1)[0]
+    readme = [ln.strip() for ln in section.splitlines() if ln.startswith("    dreambot ")]
+    assert len(readme) == 4 and set(readme) <= set(kill_switch_tests.COMMANDS), readme
