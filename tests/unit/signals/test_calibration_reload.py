@@ -24,7 +24,9 @@ from tests.unit.signals.builders import NEXT, TODAY, fv, shipped, ts_ny
 DEFAULTS = CalibrationConfig(risk_multiplier=1.0, pot_threshold=0.7)
 
 
-def _doc(mult: float, pot: float, first: str = "2025-04-01", last: str = "2025-07-07", run: str = "r1") -> dict[str, object]:
+def _doc(
+    mult: float, pot: float, first: str = "2025-04-01", last: str = "2025-07-07", run: str = "r1"
+) -> dict[str, object]:
     return {"risk_multiplier": mult, "pot_threshold": pot, "mlflow_run_id": run,
             "inputs": {"symbols": ["SPY"], "first_session": first, "last_session": last, "sessions": 60}}
 
