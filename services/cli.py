@@ -58,8 +58,9 @@ def _run(args: argparse.Namespace) -> int:
                   f"orders {len(rec.orders):3d}  fills {len(rec.fills):3d}  trades {len(rec.outcomes):3d}  "
                   f"realized pnl {rec.realized_pnl:+10.2f}", flush=True)
 
-    result = run_backtest(config, data, progress=sys.stderr.isatty(), on_step=on_step)
     out = args.output_dir
+    journal = None if args.no_journal else (args.journal or out / "parquet")
+    result = run_backtest(config, data, progress=sys.stderr.isatty(), on_step=on_step, journal=journal)
     write_outputs(result, out / "summary.json", out / "trades.json", out)
     s = result.summary
     oms = result.session.oms
@@ -68,7 +69,8 @@ def _run(args: argparse.Namespace) -> int:
           f"(unrealized {oms.positions.unrealized():+.2f}), win rate {s['win_rate']:.1%}, "
           f"max drawdown {s['max_drawdown']:.2f}")
     print(*flagged_lines(s), sep="\n")
-    print(f"outputs: {out}/summary.json, trades.json, summary.csv, fill_quality.csv")
+    print(f"outputs: {out}/summary.json, trades.json, summary.csv, fill_quality.csv"
+          + (f"; journal {journal} (session {config.name})" if journal is not None else ""))
     return 0
 
 
@@ -78,7 +80,7 @@ def _run_live(args: argparse.Namespace) -> int:
     from services.backtest.embedded import EmbeddedSession, SessionRecord
     from services.backtest.reports import write_json, write_trades
     from services.core.calendar import iso_ny
-    from services.core.logs import configure_logging
+    from services.core.logs import configure_stage_logging
     from services.core.session_config import load_session_config
     from services.ingest.polygon_live import PolygonFeedError
 
@@ -91,9 +93,18 @@ def _run_live(args: argparse.Namespace) -> int:
            "learner": {"mode": args.learner, "model": args.learner_model}}
     config = load_session_config(cli, session_file=args.session_file).config
     require_paper(config, "`dreambot run --live`")
-    configure_logging(config.log_level)
+    configure_stage_logging("live", config)  # stderr and <storage_dir>/logs/live.jsonl
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per chain request otherwise
     session = EmbeddedSession(config)
+    recorder = None
+    journal = None if args.no_journal else (args.journal or config.storage_dir / "parquet")
+    if journal is not None:
+        from services.app.journal_recorder import JournalRecorder
+        from services.core.journal import JournalWriter
+
+        # A live session appends: a restart the same day continues its journal.
+        recorder = JournalRecorder(JournalWriter(journal, config.name), session.calendar)
+        recorder.attach(session.bus)
     feed = build_live_feed(config, session.state, session.calendar, duration_s=args.duration,
                            idle_exit_s=args.idle_exit)
     p = config.market_data.polygon
@@ -116,6 +127,8 @@ def _run_live(args: argparse.Namespace) -> int:
         fail(PROG, str(exc))
     finally:
         feed.close()
+        if recorder is not None:
+            recorder.close()
     st = feed.assembler.stats
     summary = {
         "symbols": list(config.symbols), "source": p.ws_url, "ended": feed.end_reason,
@@ -131,7 +144,8 @@ def _run_live(args: argparse.Namespace) -> int:
           f"reconnect(s)), {st.quotes} quotes, {st.trades} trades, {st.chains} chains; {len(record.intents)} "
           f"signals, {len(record.orders)} orders ({len(record.rejections)} refused by risk), "
           f"{len(record.fills)} fills, {len(record.outcomes)} trades, realized pnl {record.realized_pnl:+.2f}")
-    print(f"outputs: {out}/live_summary.json, trades.json")
+    print(f"outputs: {out}/live_summary.json, trades.json"
+          + (f"; journal {journal} (session {config.name})" if journal is not None else ""))
     return 0
 
 
@@ -147,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--symbol", nargs="+", type=str.upper, help="underlyings (default SPY)")
     run.add_argument("--speed", type=parse_speed, default=0.0, help="pace the replay, e.g. 60x (default unpaced)")
     run.add_argument("--output-dir", type=Path, default=Path("storage/run"))
+    run.add_argument("--journal", type=Path, metavar="DIR",
+                     help="parquet journal of the session's features, orders, fills, trades and chain "
+                          "(default <output-dir>/parquet; --live: <storage>/parquet); a replay replaces its "
+                          "session's earlier journal")
+    run.add_argument("--no-journal", action="store_true", help="write no parquet journal")
     run.add_argument("--live", action="store_true", help="stream from Polygon (POLYGON_WS_URL, POLYGON_BASE_URL, "
                      "POLYGON_API_KEY; the local sim too) instead of replaying a file; needs --duration")
     run.add_argument("--duration", type=float, metavar="SECONDS", help="with --live: end the session after this long")

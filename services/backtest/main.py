@@ -47,11 +47,13 @@ def run_backtest(
     progress: bool = False,
     on_step: Callable[[SessionRecord], None] | None = None,
     on_start: Callable[[list[str]], None] | None = None,
+    journal: Path | None = None,
 ) -> BacktestResult:
     """Replay ``data`` through every stage with the paper broker and summarise the trades.
 
     ``on_start`` gets the start-up sizing check's lines (:mod:`services.app.sizing_check`) before the
-    replay begins."""
+    replay begins. With ``journal``, the session's rows go to that parquet journal
+    (:mod:`services.app.journal_recorder`) under the session's name, replacing an earlier replay's."""
     from services.app.market_data import option_price_disclosure
     from services.app.sizing_check import sizing_check
     from services.app.stages import build_feed, calibration_summary, session_playbooks
@@ -64,6 +66,15 @@ def run_backtest(
     if on_start is not None:
         on_start(sizing)
     feed = build_feed(config, session.state, session.calendar, data)
+    recorder = None
+    if journal is not None:
+        from services.app.journal_recorder import JournalRecorder
+        from services.core.journal import JournalWriter, clear_session
+
+        clear_session(journal, config.name)
+        recorder = JournalRecorder(JournalWriter(journal, config.name, flush_rows=5000, flush_seconds=0),
+                                   session.calendar)
+        recorder.attach(session.bus)
     total = sum(len(b) for b in data.bars.values())
     step = on_step
     if progress:
@@ -76,7 +87,11 @@ def run_backtest(
             if on_step is not None:
                 on_step(rec)
 
-    record = session.run(feed, on_step=step)
+    try:
+        record = session.run(feed, on_step=step)
+    finally:
+        if recorder is not None:
+            recorder.close()
     if progress:
         bar.close()
     open_positions = open_position_records(session)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import threading
 import time
 import uuid
@@ -221,6 +222,12 @@ def sessions(root: Path) -> list[str]:
         if base.is_dir():
             found.update(p.name[len(SESSION_PREFIX):] for p in base.glob(f"{SESSION_PREFIX}*") if p.is_dir())
     return sorted(found)
+
+
+def clear_session(root: Path, session: str) -> None:
+    """Remove every table's partitions of ``session`` (a replay rerun replaces its journal, not appends)."""
+    for table in TABLES:
+        shutil.rmtree(Path(root) / table / f"{SESSION_PREFIX}{session}", ignore_errors=True)
 
 
 def event_row(event: Any) -> dict[str, Any]:

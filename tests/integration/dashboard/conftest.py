@@ -159,8 +159,6 @@ def replayed_session(redis_server: RedisServer, tmp_path_factory: pytest.TempPat
     cmd = [sys.executable, "-m", "services.cli", "run", "--data", str(SESSION_DATA), "--output-dir", str(out),
            "--journal", str(journal)]
     done = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    if done.returncode == 2 and "--journal" in done.stderr:
-        pytest.skip(f"`dreambot run` does not write the parquet journal here: {done.stderr.strip()[:200]}")
     assert done.returncode == 0, f"dreambot run failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     session = ReplayedSession(out, journal, SESSION_DATA, SESSION_DAY, redis_server, done.stdout)
     assert len(session.trades()) > 0, f"the replayed session made no trades:\n{done.stdout[-2000:]}"
