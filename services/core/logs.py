@@ -7,17 +7,22 @@
   query or ``key=value`` parameters (``apiKey=...``, ``access_token=...``, ``password=...``);
 - by value, every secret registered with :func:`register_secret` (SessionConfig's credentials are,
   when the config is loaded), wherever it appears, even bare.
+
+:func:`configure_logging` writes those lines to stderr and, given ``log_file``, also to a size-rotated
+file (``<storage_dir>/logs/<stage>.jsonl``, see :func:`stage_log_file`), formatted and redacted alike.
 """
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import re
 import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import orjson
 
@@ -100,10 +105,90 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=lambda o: redact_text(str(o))).decode()
 
 
-def configure_logging(level: str = "INFO", stream: Any = None) -> None:
-    """Route the root logger to JSON lines on ``stream`` (stderr by default)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+MIB = 1024 * 1024
+log = logging.getLogger("dreambot.logs")
+
+
+def stage_log_file(storage_dir: Path, stage: str) -> Path:
+    """Where stage ``stage`` keeps its JSON log lines: ``<storage_dir>/logs/<stage>.jsonl``."""
+    return Path(storage_dir) / "logs" / f"{stage}.jsonl"
+
+
+class _JsonFileHandler(logging.handlers.RotatingFileHandler):
+    """The log file: rotated by size; a failing write (disk full, folder removed) is reported once, on stderr."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int, errors_to: Any) -> None:
+        super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        self._errors_to = errors_to
+        self._failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        # logging's default prints a traceback per record; one line is enough, stderr keeps every record.
+        if not self._failed:
+            self._failed = True
+            exc = sys.exc_info()[1]
+            self._errors_to.write(f"dreambot: writing log file {self.baseFilename} failed ({exc}); "
+                                  "further failures are not reported, stderr has every line\n")
+
+
+def _open_log_file(path: Path, max_bytes: int, backups: int, errors_to: Any) -> _JsonFileHandler | str:
+    """The file handler, or why it could not be opened."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return _JsonFileHandler(path, max_bytes, backups, errors_to)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def configure_logging(level: str = "INFO", stream: Any = None, *, log_file: Path | None = None,
+                      max_bytes: int = 50 * MIB, backups: int = 5) -> None:
+    """Route the root logger to JSON lines on ``stream`` (stderr by default) and, given ``log_file``,
+    to that file too, rotated once it would pass ``max_bytes`` with ``backups`` older files kept
+    (``<name>.1`` the newest). A file that cannot be opened is one warning line on the stream, then
+    the stream alone. Calling it again replaces the handlers it installed (closing the old file)."""
+    if max_bytes <= 0:
+        raise ValueError("max_bytes must be positive")
+    if backups < 1:
+        raise ValueError("backups must be at least 1")
+    formatter = JsonFormatter()
+    out = stream or sys.stderr
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    handlers: list[logging.Handler] = [handler]
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in root.handlers:
+        if isinstance(old, _JsonFileHandler):  # closed first: the new handler may reopen the same file
+            old.close()
+    unavailable = None
+    if log_file is not None:
+        opened = _open_log_file(Path(log_file), max_bytes, backups, out)
+        if isinstance(opened, str):
+            unavailable = opened
+        else:
+            opened.setFormatter(formatter)
+            handlers.append(opened)
+    root.handlers[:] = handlers
     root.setLevel(level)
+    if unavailable is not None:  # handed to the stream directly: shown whatever the level
+        handler.handle(log.makeRecord(log.name, logging.WARNING, __file__, 0,
+                                      "log file unavailable; logging to stderr only", (), None,
+                                      extra={"log_file": str(log_file), "error": unavailable}))
+
+
+class LogSettings(Protocol):
+    """What :func:`configure_stage_logging` reads (SessionConfig and the console's settings have it)."""
+
+    @property
+    def log_level(self) -> str: ...
+    @property
+    def storage_dir(self) -> Path: ...
+    @property
+    def log_rotate_mb(self) -> float: ...
+    @property
+    def log_backups(self) -> int: ...
+
+
+def configure_stage_logging(stage: str, settings: LogSettings) -> None:
+    """:func:`configure_logging` for process ``stage``: stderr and ``<storage_dir>/logs/<stage>.jsonl``."""
+    configure_logging(settings.log_level, log_file=stage_log_file(settings.storage_dir, stage),
+                      max_bytes=max(int(settings.log_rotate_mb * MIB), 1), backups=settings.log_backups)

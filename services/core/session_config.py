@@ -303,6 +303,9 @@ class SessionConfig(BaseSettings):
     config_dir: Path = Field(default=CONFIG_DIR, description="Folder of playbooks/risk/events/broker YAML.")
     storage_dir: Path = Field(default=PROJECT_ROOT / "storage", description="Where runs write their outputs.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    log_rotate_mb: float = Field(default=50.0, gt=0, description="MiB at which <storage_dir>/logs/<stage>.jsonl "
+                                 "is rotated.")
+    log_backups: int = Field(default=5, ge=1, description="Rotated log files kept per stage (the oldest is deleted).")
     chain_every_s: float = Field(default=300.0, gt=0, le=86_400, description="Least event time between chain analyses.")
     market_data: MarketDataConfig = Field(default_factory=MarketDataConfig)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
@@ -381,6 +384,8 @@ ENV_NAMES: Final[Mapping[str, tuple[str, ...]]] = {
     "DREAMBOT_CONFIG_DIR": ("config_dir",),
     "DREAMBOT_STORAGE_DIR": ("storage_dir",),
     "DREAMBOT_LOG_LEVEL": ("log_level",),
+    "DREAMBOT_LOG_ROTATE_MB": ("log_rotate_mb",),
+    "DREAMBOT_LOG_BACKUPS": ("log_backups",),
     "DREAMBOT_CHAIN_EVERY_S": ("chain_every_s",),
     "DREAMBOT_CALIBRATION": ("calibration", "path"),
     "DREAMBOT_MARKET_DATA": ("market_data", "source"),

@@ -60,9 +60,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from werkzeug.serving import make_server
 
 from services.cliutil import OneLineParser
-from services.core.logs import configure_logging
+from services.core.logs import configure_stage_logging
 from services.core.redis_state import RedisState
-from services.core.settings import ConfigError
+from services.core.settings import PROJECT_ROOT, ConfigError
 from services.core.state import StateStore
 from services.dashboard.access import AccessGuard, AccessPolicy, ProxyLogin, parse_networks
 from services.dashboard.app import Console, ConsoleConfig, build_app
@@ -107,6 +107,10 @@ class ConsoleSettings(BaseSettings):
     dashboard_window_s: float = Field(default=1800.0, gt=0, le=7 * 86400, description="Span of the charts in seconds.")
     dashboard_heartbeat_stale_s: float = Field(default=30.0, gt=0, description="Heartbeat age shown as stale.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    # Read from the stages' variables (DREAMBOT_STORAGE_DIR, DREAMBOT_LOG_ROTATE_MB, DREAMBOT_LOG_BACKUPS).
+    storage_dir: Path = Field(default=PROJECT_ROOT / "storage", description="Its logs/ folder gets console.jsonl.")
+    log_rotate_mb: float = Field(default=50.0, gt=0, description="MiB at which console.jsonl is rotated.")
+    log_backups: int = Field(default=5, ge=1, description="Rotated console.jsonl files kept.")
     console_users: SecretStr = Field(default=SecretStr(""), description="User entries name:role:scrypt$...")
     console_admin_password: SecretStr = Field(default=SecretStr(""),
                                               description="Password of the operator 'admin' (hashed at start).")
@@ -358,7 +362,7 @@ def main(argv: Sequence[str] = ()) -> int:
         reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else (exc.strerror or str(exc))
         print(f"{PROG}: cannot listen on {host}:{settings.dashboard_port}: {reason}", file=sys.stderr)
         return 1
-    configure_logging(settings.log_level)
+    configure_stage_logging("console", settings)  # stderr and <storage_dir>/logs/console.jsonl
     if settings.log_level != "DEBUG":  # one access-log line per refresh is noise
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app = build_app(console, access, load_pages(), page_context(settings, console))

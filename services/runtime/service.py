@@ -40,7 +40,7 @@ from services.core.calendar import MarketCalendar, default_calendar
 from services.core.clock import Clock, ReplayClock
 from services.core.events import Event
 from services.core.health import HealthServer
-from services.core.logs import configure_logging
+from services.core.logs import configure_stage_logging
 from services.core.metrics import StageMetrics
 from services.core.redis_state import RedisState
 from services.core.session_config import SessionConfig
@@ -305,7 +305,7 @@ class Pipeline:
 
 def run_service(name: str, build: Builder, config: SessionConfig, pipeline: Pipeline, prog: str) -> int:
     """Run stage ``name`` (see the module doc); returns the process exit status."""
-    configure_logging(config.log_level)
+    configure_stage_logging(name, config)  # stderr and <storage_dir>/logs/<name>.jsonl
     signals = _Signals()
     signals.install()
     metrics = StageMetrics(name)
