@@ -7,6 +7,7 @@ import sys
 from collections.abc import Mapping
 from typing import Final
 
+from services.app.journal_recorder import JournalRecorder
 from services.app.stages import (
     STAGE_ORDER,
     build_features,
@@ -18,8 +19,10 @@ from services.app.stages import (
     calibration_gauges,
     stage_inputs,
 )
+from services.core import topics
 from services.core.calendar import default_calendar
 from services.core.clock import ReplayClock
+from services.core.journal import JournalWriter
 from services.core.metrics import StageMetrics
 from services.core.session_config import SessionConfig
 from services.core.settings import ConfigError
@@ -42,6 +45,7 @@ from services.runtime.service import (
     Pipeline,
     ReplayableState,
     ServiceContext,
+    StageJournal,
     StageParts,
     run_service,
 )
@@ -67,8 +71,21 @@ def build_ingest_service(ctx: ServiceContext) -> StageParts:
     return StageParts(None, ReplayClock(), hooks, source=paced(feed, c.market_data.replay.rate), uses_state=True)
 
 
+def session_journal(ctx: ServiceContext, inputs: tuple[str, ...] = ()) -> StageJournal | None:
+    """The session's parquet journal (``<storage_dir>/parquet``, session ``name``) for one stage; None
+    with ``journal`` off. Appended to, never cleared: a restarted stage continues its rows, and each
+    stage writes only its own tables."""
+    c = ctx.config
+    if not c.journal:
+        return None
+    recorder = JournalRecorder(JournalWriter(c.storage_dir / "parquet", c.name), ctx.calendar)
+    return StageJournal(recorder, inputs)
+
+
 def build_features_service(ctx: ServiceContext) -> StageParts:
-    return StageParts(build_features(ctx.config, ctx.calendar))
+    # features rows pair each FeatureVector with its input bar; chain rows come from the md.chain inputs.
+    journal = session_journal(ctx, (topics.MD_BARS, topics.MD_CHAIN))
+    return StageParts(build_features(ctx.config, ctx.calendar), journal=journal)
 
 
 def build_signals_service(ctx: ServiceContext) -> StageParts:
@@ -92,7 +109,9 @@ def build_oms_service(ctx: ServiceContext) -> StageParts:
     stage = build_oms(ctx.config, clock, ctx.calendar, audit, services=True)
     writes = GuardedWrites(ctx.state, ctx.metrics)
     hooks = OmsHooks(ctx.metrics, stage.manager, audit, writes, clock)
-    return StageParts(stage, clock, hooks, uses_state=True, on_close=[hooks.write_state, audit.close])
+    # orders, fills and trades: the OrderEvents and TradeOutcomes it publishes (its inputs are others' rows).
+    return StageParts(stage, clock, hooks, uses_state=True, on_close=[hooks.write_state, audit.close],
+                      journal=session_journal(ctx))
 
 
 def build_learner_service(ctx: ServiceContext) -> StageParts:

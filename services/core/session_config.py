@@ -303,6 +303,8 @@ class SessionConfig(BaseSettings):
     config_dir: Path = Field(default=CONFIG_DIR, description="Folder of playbooks/risk/events/broker YAML.")
     storage_dir: Path = Field(default=PROJECT_ROOT / "storage", description="Where runs write their outputs.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    journal: bool = Field(default=True, description="Services mode: the features and OMS stages write the "
+                          "session's parquet journal (storage_dir/parquet).")
     log_rotate_mb: float = Field(default=50.0, gt=0, description="MiB at which <storage_dir>/logs/<stage>.jsonl "
                                  "is rotated.")
     log_backups: int = Field(default=5, ge=1, description="Rotated log files kept per stage (the oldest is deleted).")
@@ -384,6 +386,7 @@ ENV_NAMES: Final[Mapping[str, tuple[str, ...]]] = {
     "DREAMBOT_CONFIG_DIR": ("config_dir",),
     "DREAMBOT_STORAGE_DIR": ("storage_dir",),
     "DREAMBOT_LOG_LEVEL": ("log_level",),
+    "DREAMBOT_JOURNAL": ("journal",),
     "DREAMBOT_LOG_ROTATE_MB": ("log_rotate_mb",),
     "DREAMBOT_LOG_BACKUPS": ("log_backups",),
     "DREAMBOT_CHAIN_EVERY_S": ("chain_every_s",),

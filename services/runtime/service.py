@@ -13,6 +13,10 @@ runner uses) and calls :func:`run_service`, which
 5. loops until SIGTERM/SIGINT: the round in progress (or the Kafka batch) is finished, outputs
    flushed, offsets committed, the consumer group left; exit status 0.
 
+A stage given a :class:`StageJournal` (the features stage and the OMS: the session's parquet journal,
+:mod:`services.core.journal`) journals what it handled live once the round or batch is acknowledged;
+the events a rebuild handles again are never journaled twice (see :class:`StageJournal`).
+
 Redis outages never stop a stage: reads raise :class:`~services.core.state.StateUnavailable` to the
 engines that ask (risk then refuses entries), and the writes a service makes on its own behalf
 (heartbeat, OMS snapshot, learner state) go through :class:`GuardedWrites` / :class:`BestEffortState`,
@@ -27,10 +31,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from confluent_kafka import KafkaException
@@ -185,15 +189,87 @@ class ReplayableState:
         return [] if self.replaying else self.real.read(stream, count)
 
 
+# --- the session journal ------------------------------------------------------------------------
+
+
+class EventJournal(Protocol):
+    """Where a stage's journaled events go (:class:`services.app.journal_recorder.JournalRecorder`)."""
+
+    def on_event(self, topic: str, event: Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class StageJournal:
+    """A stage's events for the session journal, written once each.
+
+    Only live handling reaches :meth:`handled` / :meth:`injected`: a rebuild (the participant handling
+    its input history again after a restart) handles quietly and calls no hook. Even a live round can be
+    handled twice: a stage that dies before its round's Done (or its batch's offset commit) is
+    acknowledged redoes it after the restart. So the events are held until :meth:`commit` (the round or
+    batch acknowledged) and dropped by :meth:`discard` (a batch the Kafka adapter rewinds) and at close.
+    A crash loses what the journal had not flushed yet (its ``flush_seconds``), never duplicates it.
+
+    ``inputs``: the input topics whose events are journaled too (the features stage: the bars its
+    rows carry, the chain snapshots); every output is offered (the sink keeps the kinds it journals).
+    """
+
+    def __init__(self, sink: EventJournal, inputs: Iterable[str] = ()) -> None:
+        self.sink = sink
+        self.inputs = frozenset(inputs)
+        self._pending: list[tuple[str, Event]] = []
+        self.failed = 0
+        self._failing = False
+
+    def handled(self, topic: str, event: Event, outputs: Iterable[Output]) -> None:
+        if topic in self.inputs:
+            self._pending.append((topic, event))
+        self._pending.extend((out.topic, out.event) for out in outputs)
+
+    def injected(self, root: Output) -> None:
+        """A stage's finish() output published as a lockstep root (e.g. the OMS settling the session)."""
+        self._pending.append((root.topic, root.event))
+
+    def commit(self) -> None:
+        """What was handled so far is acknowledged: hand it to the journal."""
+        pending, self._pending = self._pending, []
+        for topic, event in pending:
+            try:
+                self.sink.on_event(topic, event)
+            except Exception as exc:  # a full disk or a bad row must not stop trading: logged, counted
+                self.failed += 1
+                if not self._failing:
+                    log.error("journal write failed", extra={"topic": topic, "error": f"{type(exc).__name__}: {exc}"})
+                self._failing = True
+                continue
+            if self._failing:
+                log.info("journal writes recovered", extra={"failed": self.failed})
+            self._failing = False
+
+    def discard(self) -> None:
+        """The handling so far was not acknowledged and will be redone: forget it."""
+        self._pending.clear()
+
+    def close(self) -> None:
+        """Flush what was committed (what was not is redone, and journaled, by the next run)."""
+        self.discard()
+        try:
+            self.sink.close()
+        except Exception as exc:
+            log.error("journal close failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+
 # --- hooks: metrics and per-stage side effects --------------------------------------------------
 
 
 class ServiceHooks(Hooks):
-    """Counts events and latencies; stages extend it (OMS snapshot, kill-switch gauges...)."""
+    """Counts events and latencies; stages extend it (OMS snapshot, kill-switch gauges...). With a
+    ``journal`` (set by the runner), live-handled events go to the session journal."""
 
     def __init__(self, metrics: StageMetrics) -> None:
         self.metrics = metrics
         self.participant: Participant | None = None
+        self.journal: StageJournal | None = None
 
     def root_age_s(self, event_ts: int) -> float | None:
         """Seconds since the market-data event behind the current step: in lockstep, since the ingest
@@ -211,6 +287,12 @@ class ServiceHooks(Hooks):
         m.observe_processing(seconds)
         for out in outputs:
             m.count_out(out.topic)
+        if self.journal is not None:
+            self.journal.handled(topic, event, outputs)
+
+    def injected(self, root: Output) -> None:
+        if self.journal is not None:
+            self.journal.injected(root)
 
     def duplicate(self) -> None:
         self.metrics.duplicates.labels(self.metrics.stage).inc()
@@ -221,6 +303,8 @@ class ServiceHooks(Hooks):
     def round_completed(self, number: int, root_wall_ns: int) -> None:
         if number >= 0:
             self.metrics.lockstep_round.labels(self.metrics.stage).set(number)
+        if self.journal is not None:
+            self.journal.commit()
 
     def periodic(self) -> None:
         """Called every couple of seconds by the runner, inputs or not (e.g. a quiet OMS polling
@@ -237,6 +321,7 @@ class StageParts:
     source: Iterator[Output] | None = None
     uses_state: bool = False
     on_close: list[Callable[[], None]] = field(default_factory=list)
+    journal: StageJournal | None = None
 
 
 @dataclass
@@ -345,6 +430,7 @@ class _Runner:
         self.stop = stop
         self.metrics = ctx.metrics
         self.hooks = parts.hooks or ServiceHooks(ctx.metrics)
+        self.hooks.journal = parts.journal
         self._assigned = False
         self._redis_ok = (0.0, False)
         self._reset_consumer = False
@@ -420,8 +506,15 @@ class _Runner:
             self._loop(participant)
             if stage is not None and not participant.lockstep:
                 now = self.parts.clock.now_ns() if self.parts.clock is not None else time.time_ns()
-                participant.finish_free(now)
+                finished = participant.finish_free(now)
+                if self.parts.journal is not None:
+                    for out in finished:
+                        self.parts.journal.injected(out)
+                    self.bus.flush()
+                    self.parts.journal.commit()
         finally:
+            if self.parts.journal is not None:
+                self.parts.journal.close()
             for close in self.parts.on_close:
                 close()
             try:
@@ -500,6 +593,8 @@ class _Runner:
                 raise
             except BusError as exc:
                 participant.batch_failed()
+                if self.parts.journal is not None:
+                    self.parts.journal.discard()
                 log.error("batch not committed; it will be handled again", extra={"error": str(exc)})
                 self.stop.wait(0.5)
                 return 0
