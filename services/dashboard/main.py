@@ -13,6 +13,8 @@ Settings come from the environment (the Helm chart's console Deployment sets the
   Service can reach the pod, and a NetworkPolicy admits only the console port).
 - ``DREAMBOT_DASHBOARD_REFRESH_S`` (default 5), ``DREAMBOT_DASHBOARD_WINDOW_S`` (chart span, default
   1800), ``DREAMBOT_DASHBOARD_HEARTBEAT_STALE_S`` (default 30, the chart's stale-data alert).
+- ``DREAMBOT_LOG_LEVEL``; the JSON log lines also go to ``<DREAMBOT_STORAGE_DIR>/logs/console.jsonl``,
+  rotated like the stages' (``DREAMBOT_LOG_ROTATE_MB``, ``DREAMBOT_LOG_BACKUPS``).
 
 Access (:mod:`services.dashboard.auth`, :mod:`services.dashboard.access`); at least one way in is
 required, else the console refuses to start:
