@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import re
 import sys
 import threading
@@ -88,6 +89,15 @@ class JsonFormatter(logging.Formatter):
     """Formats a record as a JSON line: ts, level, logger, msg and any ``extra=`` fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        # stderr and the log file share this formatter: redact and encode each record once, not per handler.
+        cached = record.__dict__.get("_json_line")
+        if cached is not None and cached[0] is self:
+            return str(cached[1])
+        line = self._format(record)
+        record.__dict__["_json_line"] = (self, line)
+        return line
+
+    def _format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
@@ -121,6 +131,27 @@ class _JsonFileHandler(logging.handlers.RotatingFileHandler):
         super().__init__(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         self._errors_to = errors_to
         self._failed = False
+        self._size = os.path.getsize(self.baseFilename)  # appending to what an earlier run wrote
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # RotatingFileHandler formats every record twice and stats the file per line; this formats once
+        # and counts the bytes it wrote. A file never passes max_bytes (unless one line alone does).
+        try:
+            text = self.format(record) + self.terminator
+            size = len(text.encode("utf-8"))
+            if self.stream is None:  # closed (e.g. by a failed rollover): reopen and append
+                self.stream = self._open()
+                self._size = os.path.getsize(self.baseFilename)
+            if self._size > 0 and self._size + size > self.maxBytes:
+                self.doRollover()  # renames <name> -> <name>.1 ... and opens a new, empty <name>
+                self._size = 0
+            self.stream.write(text)
+            self.stream.flush()
+            self._size += size
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
         # logging's default prints a traceback per record; one line is enough, stderr keeps every record.

@@ -62,6 +62,22 @@ def test_the_file_rotates_at_its_size_and_keeps_the_given_backups(tmp_path: Path
     assert len(stderr.getvalue().splitlines()) == 200  # stderr still gets every line
 
 
+def test_a_restart_appends_and_counts_what_the_file_already_holds(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "oms.jsonl"
+    configure_logging("INFO", io.StringIO(), log_file=path, max_bytes=3000, backups=3)
+    for n in range(10):
+        log.info("first run %d", n, extra={"pad": "y" * 100})
+    before = path.stat().st_size
+    configure_logging("INFO", io.StringIO(), log_file=path, max_bytes=3000, backups=3)  # the next process
+    for n in range(10):
+        log.info("second run %d", n, extra={"pad": "y" * 100})
+    rotated = path.with_name("oms.jsonl.1")
+    assert 0 < before <= 3000 and rotated.exists() and not path.with_name("oms.jsonl.2").exists()
+    assert path.stat().st_size <= 3000 and rotated.stat().st_size <= 3000
+    msgs = [str(d["msg"]) for f in (rotated, path) for d in _lines(f)]
+    assert msgs == [f"first run {n}" for n in range(10)] + [f"second run {n}" for n in range(10)]
+
+
 def test_registered_secrets_and_tokens_are_masked_in_the_file(tmp_path: Path) -> None:
     secret = "pk-test-7f3a9c21e8b4"
     register_secret(secret)
