@@ -22,6 +22,7 @@ _COLLECTIONS: Final[Mapping[tuple[str, str], str]] = {
     ("v1", "Secret"): "/api/v1/namespaces/{ns}/secrets",
     ("v1", "Service"): "/api/v1/namespaces/{ns}/services",
     ("v1", "ServiceAccount"): "/api/v1/namespaces/{ns}/serviceaccounts",
+    ("v1", "PersistentVolumeClaim"): "/api/v1/namespaces/{ns}/persistentvolumeclaims",
     ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{ns}/deployments",
     ("batch/v1", "CronJob"): "/apis/batch/v1/namespaces/{ns}/cronjobs",
     ("batch/v1", "Job"): "/apis/batch/v1/namespaces/{ns}/jobs",
@@ -31,7 +32,9 @@ _COLLECTIONS: Final[Mapping[tuple[str, str], str]] = {
     (API_VERSION, KIND): f"/apis/{API_VERSION}/namespaces/{{ns}}/{PLURAL}",
 }
 
-# Kinds the operator creates for a session, in the order they are pruned.
+# Kinds the operator creates for a session, in the order they are pruned. The data volume
+# (PersistentVolumeClaim) is never pruned: dropping the calibration job must not delete its history;
+# it goes with the session (owner reference).
 CHILD_KINDS: Final = (
     ("batch/v1", "CronJob"),
     ("apps/v1", "Deployment"),

@@ -28,9 +28,21 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 
 STAGES: Final = ("ingest", "features", "signals", "risk", "oms", "learner")
 ENTRY_STAGES: Final = ("signals",)  # scaled to zero by the kill switch; risk and oms keep running
-JOB_MODULES: Final = {"training": "mlops.train", "calibration": "mlops.calibrate"}
+JOB_MODULES: Final = {"training": "mlops.train", "calibration": "ops.nightly_calibration"}
 #: Where a job writes its files (the pod's /tmp emptyDir); MLflow keeps them as the run's artifacts.
 JOB_OUTPUT_DIR: Final = "/tmp/dreambot"
+#: The session's data volume (a PersistentVolumeClaim, rendered with the calibration job): the nightly
+#: job syncs the history into it and publishes the calibration there; signals and risk mount it read-only
+#: and re-read the calibration at each session open (services.core.calibration_watch).
+DATA_DIR: Final = "/var/lib/dreambot"
+CALIBRATION_PATH: Final = f"{DATA_DIR}/calibration.json"
+FLATFILE_DIR: Final = f"{DATA_DIR}/flatfiles"
+CALIBRATION_READERS: Final = ("signals", "risk")
+#: Trading days the nightly calibration syncs and calibrates on (the seed's command).
+CALIBRATION_DAYS: Final = 60
+DATA_VOLUME_SIZE: Final = "2Gi"
+#: Polygon flat-file (S3) credentials the nightly job may read from marketData.polygon.secretRef.
+POLYGON_S3_KEYS: Final = ("POLYGON_S3_ACCESS_KEY", "POLYGON_S3_SECRET_KEY", "POLYGON_S3_ENDPOINT", "POLYGON_S3_BUCKET")
 
 HTTP_PORT: Final = 9100
 CONFIG_DIR: Final = "/etc/dreambot"
@@ -89,6 +101,15 @@ def job_name(session: str, job: str) -> str:
 
 def config_map_name(session: str) -> str:
     return f"{session}-config"
+
+
+def data_claim_name(session: str) -> str:
+    """PersistentVolumeClaim of the session's data volume (history and the published calibration)."""
+    return f"{session}-data"
+
+
+def has_calibration_job(spec: Mapping[str, Any]) -> bool:
+    return "calibration" in (spec.get("jobs") or {})
 
 
 def service_account_name(session: str) -> str:
@@ -367,7 +388,19 @@ def stage_env(name: str, spec: Mapping[str, Any], stage: str) -> list[dict[str, 
         env += polygon_env(spec)
     if stage in APPROVAL_STAGES:
         env.append(_secret_env(APPROVAL_KEY_ENV, approval_secret_name(name), APPROVAL_KEY_ENV))
+    if stage in CALIBRATION_READERS and has_calibration_job(spec):
+        env.append({"name": "DREAMBOT_CALIBRATION", "value": CALIBRATION_PATH})
     return env
+
+
+def polygon_s3_env(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The flat-file (S3) credentials from marketData.polygon.secretRef, each optional (a Secret
+    without them leaves the job on REST)."""
+    ref = ((spec.get("marketData") or {}).get("polygon") or {}).get("secretRef")
+    if not ref:
+        return []
+    return [{"name": key, "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": key, "optional": True}}}
+            for key in POLYGON_S3_KEYS]
 
 
 def _resources(custom: Mapping[str, Any] | None, default: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
@@ -394,18 +427,37 @@ def _pod_security_context() -> dict[str, Any]:
     }
 
 
-def _volumes(name: str) -> list[dict[str, Any]]:
-    return [
+def _volumes(name: str, data: bool = False) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": config_map_name(name)}},
         {"name": "tmp", "emptyDir": {}},
     ]
+    if data:
+        volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": data_claim_name(name)}})
+    return volumes
 
 
-def _volume_mounts() -> list[dict[str, Any]]:
-    return [
+def _volume_mounts(data: str | None = None) -> list[dict[str, Any]]:
+    """Config and /tmp; ``data`` "ro"/"rw": also the session's data volume at DATA_DIR."""
+    mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    if data is not None:
+        mounts.append({"name": "data", "mountPath": DATA_DIR, "readOnly": data == "ro"})
+    return mounts
+
+
+def render_data_claim(ref: SessionRef) -> Manifest:
+    """The session's data volume. ReadWriteOnce on the cluster's default storage class: the calibration
+    job and the signals and risk pods must then share a node (one-node clusters; elsewhere bind the
+    claim to a ReadWriteMany class). Owned by the session, so it goes when the session is deleted."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _metadata(ref, data_claim_name(ref.name), "data"),
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": DATA_VOLUME_SIZE}}},
+    }
 
 
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -436,6 +488,7 @@ def render_deployment(ref: SessionRef, spec: Mapping[str, Any], stage: str, ctx:
         else {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     )
     stage_spec = _stage_spec(spec, stage)
+    reads_calibration = stage in CALIBRATION_READERS and has_calibration_job(spec)
     container: dict[str, Any] = {
         "name": stage,
         "image": stage_image(spec, stage, ctx),
@@ -446,7 +499,7 @@ def render_deployment(ref: SessionRef, spec: Mapping[str, Any], stage: str, ctx:
         "startupProbe": _probe("/healthz", 2, 60),
         "livenessProbe": _probe("/healthz", 10, 3),
         "readinessProbe": _probe("/readyz", 5, 3),
-        "volumeMounts": _volume_mounts(),
+        "volumeMounts": _volume_mounts("ro" if reads_calibration else None),
         "securityContext": _security_context(),
     }
     if spec.get("imagePullPolicy"):
@@ -476,7 +529,7 @@ def render_deployment(ref: SessionRef, spec: Mapping[str, Any], stage: str, ctx:
                     "terminationGracePeriodSeconds": 60 if stage == "oms" else 30,
                     "securityContext": _pod_security_context(),
                     "containers": [container],
-                    "volumes": _volumes(ref.name),
+                    "volumes": _volumes(ref.name, data=reads_calibration),
                 },
             },
         },
@@ -497,13 +550,15 @@ def render_service(ref: SessionRef, stage: str) -> Manifest:
 
 
 def job_args(spec: Mapping[str, Any], job: str) -> list[str]:
-    """The job's required arguments: the session's symbols (its data comes from the mounted
-    session.yaml: a replay source, else synthetic bars) and where the outputs go."""
+    """The job's arguments. Training: the session's symbols (its data comes from the mounted
+    session.yaml) and where the outputs go. Calibration: the seed's nightly command, syncing into and
+    publishing onto the session's data volume, where signals and risk read it."""
     symbols = [str(s).upper() for s in spec.get("symbols") or ()]
     if job == "training":
         return ["--symbols", *symbols, "--output", f"{JOB_OUTPUT_DIR}/learner_state.json",
                 "--policy-output", f"{JOB_OUTPUT_DIR}/policy.json"]
-    return ["--symbols", *symbols, "--output", f"{JOB_OUTPUT_DIR}/calibration.json"]
+    return ["--symbols", *symbols, "--days", str(CALIBRATION_DAYS), "--sync-method", "rest",
+            "--flatfile-dest", FLATFILE_DIR, "--calibration-output", CALIBRATION_PATH]
 
 
 def render_cron_job(ref: SessionRef, spec: Mapping[str, Any], job: str, ctx: RenderContext) -> Manifest:
@@ -513,7 +568,7 @@ def render_cron_job(ref: SessionRef, spec: Mapping[str, Any], job: str, ctx: Ren
     mlflow = job_spec.get("mlflow") or {}
     env = session_env(ref.name, spec)
     if job == "calibration":
-        env += polygon_env(spec)
+        env += polygon_env(spec) + polygon_s3_env(spec)
     env += [
         {"name": "MLFLOW_TRACKING_URI", "value": mlflow.get("trackingUri", "")},
         {"name": "DREAMBOT_MLFLOW_EXPERIMENT", "value": mlflow.get("experiment") or f"{ref.name}-{job}"},
@@ -527,7 +582,7 @@ def render_cron_job(ref: SessionRef, spec: Mapping[str, Any], job: str, ctx: Ren
         "args": job_args(spec, job),
         "env": env,
         "resources": _resources(job_spec.get("resources"), JOB_RESOURCES),
-        "volumeMounts": _volume_mounts(),
+        "volumeMounts": _volume_mounts("rw" if job == "calibration" else None),
         "securityContext": _security_context(),
     }
     if spec.get("imagePullPolicy"):
@@ -550,7 +605,7 @@ def render_cron_job(ref: SessionRef, spec: Mapping[str, Any], job: str, ctx: Ren
                         "serviceAccountName": service_account_name(ref.name),
                         "securityContext": _pod_security_context(),
                         "containers": [container],
-                        "volumes": _volumes(ref.name),
+                        "volumes": _volumes(ref.name, data=job == "calibration"),
                     },
                 },
             },
@@ -604,6 +659,8 @@ def render_children(
     """Every child of a TradingSession, in apply order (RBAC and config before the workloads)."""
     ctx = ctx or RenderContext()
     children = [*render_rbac(ref), render_config_map(ref, spec, ctx)]
+    if has_calibration_job(spec):
+        children.append(render_data_claim(ref))
     for stage in STAGES:
         children.append(render_deployment(ref, spec, stage, ctx))
         children.append(render_service(ref, stage))

@@ -58,7 +58,8 @@ def live() -> dict[tuple[str, str], dict[str, Any]]:
 def test_children_have_deterministic_names(paper: dict[tuple[str, str], dict[str, Any]]) -> None:
     expected = {("ServiceAccount", "paper-etf-session"), ("Role", "paper-etf-session"),
                 ("RoleBinding", "paper-etf-session"), ("ConfigMap", "paper-etf-config"),
-                ("CronJob", "paper-etf-training"), ("CronJob", "paper-etf-calibration")}
+                ("CronJob", "paper-etf-training"), ("CronJob", "paper-etf-calibration"),
+                ("PersistentVolumeClaim", "paper-etf-data")}
     expected |= {("Deployment", f"paper-etf-{s}") for s in STAGES}
     expected |= {("Service", f"paper-etf-{s}") for s in STAGES}
     assert set(paper) == expected
@@ -148,7 +149,7 @@ def test_cron_jobs_follow_the_job_specs(paper: dict[tuple[str, str], dict[str, A
     assert e["DREAMBOT_SESSION"] == "paper-etf"
     calibration = paper[("CronJob", "paper-etf-calibration")]
     assert calibration["spec"]["schedule"] == "0 2 * * 2-6"
-    assert container(calibration)["command"] == ["python", "-m", "mlops.calibrate"]
+    assert container(calibration)["command"] == ["python", "-m", "ops.nightly_calibration"]
     pod = calibration["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
 
