@@ -31,6 +31,7 @@ ENTRY_STAGES: Final = ("signals",)  # scaled to zero by the kill switch; risk an
 JOB_MODULES: Final = {"training": "mlops.train", "calibration": "ops.nightly_calibration"}
 #: Where a job writes its files (the pod's /tmp emptyDir); MLflow keeps them as the run's artifacts.
 JOB_OUTPUT_DIR: Final = "/tmp/dreambot"
+STORAGE_DIR: Final = "/tmp/dreambot/storage"
 #: The session's data volume (a PersistentVolumeClaim, rendered with the calibration job): the nightly
 #: job syncs the history into it and publishes the calibration there; signals and risk mount it read-only
 #: and re-read the calibration at each session open (services.core.calibration_watch).
@@ -321,6 +322,9 @@ def session_env(name: str, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
         {"name": "DREAMBOT_HTTP_PORT", "value": str(HTTP_PORT)},
         # Stages bind loopback unless told: in a pod, probes and Prometheus come over the pod network.
         {"name": "DREAMBOT_HTTP_HOST", "value": "0.0.0.0"},
+        # The root filesystem is read-only: log files and the journal go to the pod's /tmp emptyDir
+        # (stderr stays the pod's log).
+        {"name": "DREAMBOT_STORAGE_DIR", "value": STORAGE_DIR},
     ]
 
 

@@ -80,3 +80,14 @@ def test_no_calibration_job_no_data_claim() -> None:
     assert not [n for n in children if n.startswith("PersistentVolumeClaim/")]
     (c,) = _pod(children["Deployment/s1-signals"])["containers"]
     assert all(e["name"] != "DREAMBOT_CALIBRATION" for e in c["env"])
+
+
+def test_every_pod_writes_its_storage_under_the_writable_tmp_mount() -> None:
+    children = render_children(REF, SPEC, RenderContext())
+    for child in children:
+        if child["kind"] not in ("Deployment", "CronJob"):
+            continue
+        (c,) = _pod(child)["containers"]
+        storage = next(e["value"] for e in c["env"] if e["name"] == "DREAMBOT_STORAGE_DIR")
+        writable = [m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")]
+        assert any(storage.startswith(p.rstrip("/") + "/") for p in writable), (child["metadata"]["name"], storage)
