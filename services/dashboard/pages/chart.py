@@ -13,11 +13,13 @@ few trade and bracket traces only when trades or orders changed. Nothing new: no
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, Patch, State, ctx, dcc, html, no_update
@@ -102,15 +104,31 @@ class Marks:
 
 def _close_at(bars: pd.DataFrame, ts: Iterable[int]) -> list[float | None]:
     """The underlying's close of the minute bar containing each ``ts`` (None before the first bar)."""
-    if not len(bars):
-        return [None for _ in ts]
-    starts = bars["ts"].astype("int64").to_numpy() - BAR_NS
-    closes = bars["close"].tolist() if "close" in bars.columns else [None] * len(bars)
-    out: list[float | None] = []
-    for t in ts:
-        i = int(starts.searchsorted(int(t), side="right")) - 1
-        out.append(_num(closes[i]) if i >= 0 else None)
-    return out
+    return BarIndex.of(bars).close_at(ts)
+
+
+@dataclass(frozen=True, slots=True)
+class BarIndex:
+    """Bar start times and closes as plain arrays: the close lookup every refresh does, without pandas."""
+
+    starts: np.ndarray
+    closes: list[float | None]
+    last_ts: int
+
+    @classmethod
+    def of(cls, bars: pd.DataFrame) -> BarIndex:
+        if not len(bars):
+            return cls(np.zeros(0, dtype="int64"), [], 0)
+        ts = bars["ts"].astype("int64").to_numpy()
+        closes = _column(bars, "close")
+        return cls(ts - BAR_NS, closes, int(ts.max()))
+
+    def close_at(self, ts: Iterable[int]) -> list[float | None]:
+        out: list[float | None] = []
+        for t in ts:
+            i = int(self.starts.searchsorted(int(t), side="right")) - 1
+            out.append(self.closes[i] if i >= 0 else None)
+        return out
 
 
 def _rows(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
@@ -120,63 +138,111 @@ def _rows(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
     return frame[frame[col] == symbol] if col in frame.columns else frame.iloc[0:0]
 
 
-def bracket_segments(orders: pd.DataFrame, leg: str, until_ts: int) -> dict[str, list[Any]]:
-    """Horizontal segments of one bracket leg's price over time: a level starts at the event that set
-    it and ends at the next price change or the leg's end (still working: ``until_ts``)."""
+# One price level of a bracket leg: (start ns, end ns or None while the leg still works, price, order id).
+Segment = tuple[int, int | None, float, str]
+
+
+def leg_segments(orders: pd.DataFrame, leg: str) -> list[Segment]:
+    """One bracket leg's price levels over time: a level starts at the event that set it and ends at the
+    next price change or the leg's end (None: still working, it runs to the newest bar)."""
     price_col = "limit_price" if leg == "take_profit" else "stop_price"
+    if not len(orders) or "leg" not in orders.columns:
+        return []
+    legs = orders[orders["leg"] == leg].sort_values("ts", kind="stable")
+    # A day has a few dozen order events: plain records cost far less than pandas' groupby/itertuples.
+    by_order: dict[Any, list[dict[str, Any]]] = {}
+    for event in legs.to_dict("records"):
+        by_order.setdefault(event["order_id"], []).append(event)
+    segments: list[Segment] = []
+    for order_id, events in by_order.items():
+        level: float | None = None
+        start = 0
+        end: int | None = None
+        for event in events:
+            price = _num(event.get(price_col))
+            if price is None and leg == "stop_loss":
+                price = _num(event.get("limit_price"))
+            ts = int(event["ts"])
+            if price is not None and price != level:
+                if level is not None:
+                    segments.append((start, ts, level, str(order_id)))
+                level, start = price, ts
+            if event.get("status") in TERMINAL:
+                end = ts
+                break
+        if level is not None:
+            segments.append((start, end, level, str(order_id)))
+    return segments
+
+
+def segment_lines(segments: Iterable[Segment], until_ts: int) -> dict[str, list[Any]]:
+    """The segments as one line trace (gaps between them); a working leg's level ends at ``until_ts``."""
+    drawn = [(start, max(until_ts, start) if end is None else end, level, order_id)
+             for start, end, level, order_id in segments]
+    times = ny_text(t for start, end, _, _ in drawn for t in (start, end))  # one conversion for all
     x: list[Any] = []
     y: list[Any] = []
     text: list[Any] = []
-    if not len(orders) or "leg" not in orders.columns:
-        return {"x": x, "y": y, "text": text}
-    legs = orders[orders["leg"] == leg].sort_values("ts", kind="stable")
-    for order_id, events in legs.groupby("order_id", sort=False):
-        level: float | None = None
-        start = 0
-        for row in events.itertuples(index=False):
-            price = _num(getattr(row, price_col, None))
-            if price is None and leg == "stop_loss":
-                price = _num(getattr(row, "limit_price", None))
-            ts = int(row.ts)
-            if price is not None and price != level:
-                if level is not None:
-                    x += [*ny_text([start, ts]), None]
-                    y += [level, level, None]
-                    text += [str(order_id)] * 2 + [None]
-                level, start = price, ts
-            if row.status in TERMINAL:
-                break
-        else:
-            ts = max(until_ts, start)
-        if level is not None:
-            x += [*ny_text([start, ts]), None]
-            y += [level, level, None]
-            text += [str(order_id)] * 2 + [None]
+    for i, (_, _, level, order_id) in enumerate(drawn):
+        x += [times[2 * i], times[2 * i + 1], None]
+        y += [level, level, None]
+        text += [order_id, order_id, None]
     return {"x": x, "y": y, "text": text}
+
+
+def bracket_segments(orders: pd.DataFrame, leg: str, until_ts: int) -> dict[str, list[Any]]:
+    """Horizontal segments of one bracket leg's price over time: a level starts at the event that set
+    it and ends at the next price change or the leg's end (still working: ``until_ts``)."""
+    return segment_lines(leg_segments(orders, leg), until_ts)
+
+
+@dataclass(frozen=True, slots=True)
+class TradeInputs:
+    """What the trade and bracket traces take from the trades and orders tables, as plain lists, so a
+    refresh that only brings new bars redraws them without touching those tables again."""
+
+    entry_ts: list[int]
+    exit_ts: list[int]
+    entry_x: list[str]
+    exit_x: list[str]
+    label: list[str]
+    reasons: list[str]
+    entry_px: list[float | None]
+    exit_px: list[float | None]
+    take_profit: list[Segment]
+    stop_loss: list[Segment]
+
+    @classmethod
+    def of(cls, trades: pd.DataFrame, orders: pd.DataFrame) -> TradeInputs:
+        if len(trades):
+            entry_ts = [int(t) for t in trades["entry_ts"].tolist()]
+            exit_ts = [int(t) for t in trades["exit_ts"].tolist()]
+            label = [f"{c} {p} ×{q}" for c, p, q in zip(trades["contract"], trades["playbook"], trades["quantity"],
+                                                         strict=True)]
+            reasons = ([str(r) for r in trades["exit_reason"].tolist()] if "exit_reason" in trades.columns
+                       else [""] * len(trades))
+            entry_px, exit_px = _column(trades, "entry_price"), _column(trades, "exit_price")
+        else:
+            entry_ts, exit_ts, label, reasons, entry_px, exit_px = [], [], [], [], [], []
+        return cls(entry_ts, exit_ts, ny_text(entry_ts), ny_text(exit_ts), label, reasons, entry_px, exit_px,
+                   leg_segments(orders, "take_profit"), leg_segments(orders, "stop_loss"))
+
+    def marks(self, bars: BarIndex) -> Marks:
+        """The traces over ``bars``: markers on the underlying at their minute's close, working brackets
+        drawn to the newest bar."""
+        return Marks(
+            entry_u={"x": self.entry_x, "y": bars.close_at(self.entry_ts), "text": self.label},
+            exit_u={"x": self.exit_x, "y": bars.close_at(self.exit_ts), "text": self.reasons},
+            entry_p={"x": self.entry_x, "y": self.entry_px, "text": self.label},
+            exit_p={"x": self.exit_x, "y": self.exit_px, "text": self.reasons},
+            take_profit=segment_lines(self.take_profit, bars.last_ts),
+            stop_loss=segment_lines(self.stop_loss, bars.last_ts),
+        )
 
 
 def trade_marks(bars: pd.DataFrame, trades: pd.DataFrame, orders: pd.DataFrame) -> Marks:
     """Entries/exits (on the underlying and at the contract's fill prices) and brackets for one symbol."""
-    if len(trades):
-        entry_ts = [int(t) for t in trades["entry_ts"].tolist()]
-        exit_ts = [int(t) for t in trades["exit_ts"].tolist()]
-        label = [f"{c} {p} ×{q}" for c, p, q in zip(trades["contract"], trades["playbook"], trades["quantity"],
-                                                     strict=True)]
-        entry_px = _column(trades, "entry_price")
-        exit_px = _column(trades, "exit_price")
-        reasons = [str(r) for r in trades["exit_reason"].tolist()] if "exit_reason" in trades.columns else [""] * len(
-            trades)
-    else:
-        entry_ts, exit_ts, label, entry_px, exit_px, reasons = [], [], [], [], [], []
-    until = int(bars["ts"].max()) if len(bars) else 0
-    return Marks(
-        entry_u={"x": ny_text(entry_ts), "y": _close_at(bars, entry_ts), "text": label},
-        exit_u={"x": ny_text(exit_ts), "y": _close_at(bars, exit_ts), "text": reasons},
-        entry_p={"x": ny_text(entry_ts), "y": entry_px, "text": label},
-        exit_p={"x": ny_text(exit_ts), "y": exit_px, "text": reasons},
-        take_profit=bracket_segments(orders, "take_profit", until),
-        stop_loss=bracket_segments(orders, "stop_loss", until),
-    )
+    return TradeInputs.of(trades, orders).marks(BarIndex.of(bars))
 
 
 def chart_figure(symbol: str, bars: pd.DataFrame, marks: Marks) -> go.Figure:
@@ -245,12 +311,50 @@ def _status(symbol: str, bars: pd.DataFrame, trades: pd.DataFrame) -> str:
             "New York")
 
 
+@dataclass(frozen=True, slots=True)
+class SymbolView:
+    """One symbol's rows and trace inputs, derived from the journal tails' frames.
+
+    A :class:`TableTail` hands back the same frame object until a new part arrives, so ``sources``
+    (compared by identity) say whether anything must be derived again: a refresh with one new bar
+    re-filters the bars and redraws the marks from plain lists, never re-reading trades or orders.
+    """
+
+    sources: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
+    bars: pd.DataFrame
+    trades: pd.DataFrame
+    orders: pd.DataFrame
+    inputs: TradeInputs
+    marks: Marks
+    digest: str  # of ``marks``: the browser's cursor keeps it, so unchanged marks are not sent again
+
+    @classmethod
+    def of(cls, symbol: str, features: pd.DataFrame, trades: pd.DataFrame, orders: pd.DataFrame,
+           previous: SymbolView | None = None) -> SymbolView:
+        bars = previous.bars if previous is not None and previous.sources[0] is features else _rows(features, symbol)
+        if previous is not None and previous.sources[1] is trades and previous.sources[2] is orders:
+            mine_trades, mine_orders, inputs = previous.trades, previous.orders, previous.inputs
+        else:
+            mine_trades, mine_orders = _rows(trades, symbol), _rows(orders, symbol)
+            inputs = TradeInputs.of(mine_trades, mine_orders)
+        marks = inputs.marks(BarIndex.of(bars))
+        digest = hashlib.blake2b(repr(marks.by_trace()).encode(), digest_size=8).hexdigest()
+        return cls((features, trades, orders), bars, mine_trades, mine_orders, inputs, marks, digest)
+
+    def current(self, features: pd.DataFrame, trades: pd.DataFrame, orders: pd.DataFrame) -> bool:
+        """Whether this view was derived from exactly these frames."""
+        return self.sources[0] is features and self.sources[1] is trades and self.sources[2] is orders
+
+
 @dataclass
 class ChartPage:
     """``/chart``: the live chart per underlying."""
 
     path: str = "/chart"
     title: str = "Chart"
+    # Per symbol, the last view (shared by every browser: they all read the same tails).
+    _views: dict[str, SymbolView] = field(default_factory=dict, repr=False)
+    _symbols: tuple[pd.DataFrame | None, list[str]] = field(default=(None, []), repr=False)
 
     def _tails(self, c: PageContext) -> JournalTails:
         return shared_tails(c)
@@ -269,6 +373,19 @@ class ChartPage:
             dcc.Interval(id=REFRESH, interval=c.refresh_ms, n_intervals=0),
         ])
 
+    def _symbols_of(self, features: pd.DataFrame) -> list[str]:
+        seen, symbols = self._symbols
+        if seen is not features:
+            symbols = symbols_of(features)
+            self._symbols = (features, symbols)
+        return symbols
+
+    def _view(self, symbol: str, features: pd.DataFrame, trades: pd.DataFrame, orders: pd.DataFrame) -> SymbolView:
+        view = self._views.get(symbol)
+        if view is None or not view.current(features, trades, orders):
+            view = self._views[symbol] = SymbolView.of(symbol, features, trades, orders, view)
+        return view
+
     def update(self, c: PageContext, symbol: str | None, cursor: Mapping[str, Any] | None,
                symbol_changed: bool) -> tuple[Any, ...]:
         """One refresh: (figure or patch, cursor, status, symbol options, symbol value)."""
@@ -276,24 +393,24 @@ class ChartPage:
         if not tails.configured:
             raise PreventUpdate
         features = tails.rows("features")
-        symbols = symbols_of(features)
+        symbols = self._symbols_of(features)
         if not symbols:
             return no_update, None, "the journal has no bars yet", [], None
         chosen = symbol if symbol in symbols else symbols[0]
-        bars = _rows(features, chosen)
-        trades = _rows(tails.rows("trades"), chosen)
-        orders = _rows(tails.rows("orders"), chosen)
+        view = self._view(chosen, features, tails.rows("trades"), tails.rows("orders"))
+        bars, trades = view.bars, view.trades
         options = [{"label": s, "value": s} for s in symbols]
-        now = {"symbol": chosen, "bars": len(bars), "trades": len(trades), "orders": len(orders), "symbols": symbols}
+        now = {"symbol": chosen, "bars": len(bars), "trades": len(trades), "orders": len(view.orders),
+               "symbols": symbols, "marks": view.digest}
         if symbol_changed or not cursor or cursor.get("symbol") != chosen or cursor.get("bars", 0) > len(bars):
-            fig = chart_figure(chosen, bars, trade_marks(bars, trades, orders))
+            fig = chart_figure(chosen, bars, view.marks)
             return fig, now, _status(chosen, bars, trades), options, chosen
         if now == dict(cursor):  # nothing new: the browser's figure is current
             raise PreventUpdate
         new_bars = bars.iloc[int(cursor.get("bars", 0)):]
-        changed = (cursor.get("trades"), cursor.get("orders")) != (len(trades), len(orders)) or len(new_bars)
-        # A still-working bracket leg's segment ends at the newest bar, so it is redrawn with new bars too.
-        marks = trade_marks(bars, trades, orders) if changed else None
+        # Only new bars travel; the trade and bracket traces only when they changed (a working bracket
+        # leg's segment ends at the newest bar, so new bars can change them too).
+        marks = view.marks if cursor.get("marks") != view.digest else None
         return (chart_patch(new_bars, marks), now, _status(chosen, bars, trades),
                 no_update if cursor.get("symbols") == symbols else options, no_update)
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from dash.exceptions import PreventUpdate
 
 from services.dashboard.pages import chain, chart, orders, pnl
 from services.dashboard.pages.base import Page, PageContext
@@ -25,6 +26,17 @@ def test_times_are_new_york_wall_clock() -> None:
     # Winter: 2025-01-02 14:30 UTC is 09:30 EST (UTC-5).
     assert ny_text([1735828200 * 10**9]) == ["2025-01-02 09:30:00"]
     assert ny_text([]) == []
+
+
+def test_short_and_long_time_lists_format_alike() -> None:
+    # Short lists take a per-value path, long ones pandas': the same text either way, across both DST
+    # switches and with sub-second times (floored to the second).
+    spring, autumn = 1741503600 * 10**9, 1762063200 * 10**9
+    times = [t + d for t in (spring, autumn, T0) for d in (-10**9 - 1, -1, 0, 1, 1800 * 10**9 + 999_999_999)]
+    long = ny_text(times * 40)
+    assert len(long) == len(times) * 40 and long[: len(times)] == ny_text(times)
+    assert ny_text([spring - 1, spring, autumn + 1800 * 10**9]) == [
+        "2025-03-09 01:59:59", "2025-03-09 03:00:00", "2025-11-02 01:30:00"]
 
 
 def _bars(n: int) -> pd.DataFrame:
@@ -91,6 +103,48 @@ def test_the_live_patch_appends_only_the_new_bars() -> None:
     assert (("data", chart.CANDLES, "x"), ("2025-07-09 10:20:00",)) in extended
     assert all(o["operation"] == "Extend" for o in ops)
     assert {o["location"][1] for o in ops} == set(chart.BAR_TRACES)
+
+
+def _patched(ops: list[dict[str, Any]]) -> dict[tuple[str, int, str], tuple[str, list[Any]]]:
+    return {(o["location"][0], o["location"][1], o["location"][2]): (o["operation"], o["params"]["value"])
+            for o in ops}
+
+
+def test_a_live_refresh_sends_the_new_bars_and_only_the_marks_that_changed(tmp_path: Path) -> None:
+    features = tmp_path / "features" / "session=s1" / "date=2025-07-09"
+    orders_dir = tmp_path / "orders" / "session=s1" / "date=2025-07-09"
+    rows = _bars(6).to_dict("records")
+    _part(features / "part-0001.parquet", rows[:3])
+    tp = {"ts": T0 + MIN, "order_id": "b1-tp", "underlying": "SPY", "leg": "take_profit", "status": "working",
+          "limit_price": 0.8, "stop_price": None}
+    _part(orders_dir / "part-0001.parquet", [tp])
+    page = chart.ChartPage()
+    ctx = PageContext("s1", None, None, tmp_path, None, 1000)
+    fig, cursor, *_ = page.update(ctx, None, None, False)
+    assert list(fig.data[chart.CANDLES].close) == [600.5, 601.5, 602.5]
+    with pytest.raises(PreventUpdate):  # nothing new
+        page.update(ctx, "SPY", cursor, False)
+
+    # A new bar (its row at its close, 10:21): appended; the working take-profit now runs to it, so the
+    # bracket trace is sent again.
+    _part(features / "part-0002.parquet", rows[3:4])
+    patch, cursor, *_ = page.update(ctx, "SPY", cursor, False)
+    ops = _patched(patch.to_plotly_json()["operations"])
+    assert ops[("data", chart.CANDLES, "close")] == ("Extend", [603.5])
+    assert ops[("data", chart.TAKE_PROFIT, "x")] == ("Assign", ["2025-07-09 10:18:00", "2025-07-09 10:21:00", None])
+
+    # The leg ends; later bars leave every mark as it was, so only the bars travel.
+    _part(orders_dir / "part-0002.parquet", [{**tp, "ts": T0 + 210 * 10**9, "status": "canceled"}])
+    _part(features / "part-0003.parquet", rows[4:5])
+    patch, cursor, *_ = page.update(ctx, "SPY", cursor, False)
+    assert _patched(patch.to_plotly_json()["operations"])[("data", chart.TAKE_PROFIT, "x")][1][1] == (
+        "2025-07-09 10:20:30")
+    _part(features / "part-0004.parquet", rows[5:6])
+    patch, cursor, *_ = page.update(ctx, "SPY", cursor, False)
+    ops = _patched(patch.to_plotly_json()["operations"])
+    assert ops[("data", chart.CANDLES, "close")] == ("Extend", [605.5])
+    assert {index for _, index, _ in ops} == set(chart.BAR_TRACES)
+    assert cursor["bars"] == 6
 
 
 def test_pnl_curve_and_drawdown_by_hand() -> None:
