@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.session_config import TradierTuning
@@ -91,6 +91,12 @@ class PaperConfig(_Frozen):
         description="Order latency: an order trades only on a quote stamped after it was sent and at least "
         "this many ms later (never the quote in hand). None: fills on arrival against the last quote.",
     )
+    intrabar: Literal["pessimistic", "off"] = Field(
+        default="pessimistic",
+        description="Stops and targets of held contracts also meet a modelled path inside each bar of a "
+        "bar replay with synthetic chains (open, adverse extreme, favourable extreme, close; "
+        "services/oms/intrabar.py). off: only the quotes of bar ends.",
+    )
     duration: Literal["day", "gtc"] = Field(
         default="gtc",
         description="day: every working order expires at the session close; gtc: only expiring ones.",
@@ -102,6 +108,11 @@ class PaperConfig(_Frozen):
     tick_sizes: dict[str, TickRule] = Field(
         default_factory=_default_ticks, description="Tick rule per option root; 'default' for the rest."
     )
+
+    @field_validator("intrabar", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
 
     @model_validator(mode="after")
     def _has_default_tick(self) -> PaperConfig:

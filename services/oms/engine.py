@@ -40,6 +40,11 @@ a submission with an unknown outcome, the venue unavailable past its retry budge
 stop modifies, flattens, the kill switch - are worked regardless; one that the venue fails is
 audited (``exit_failed``) and the rest go on.
 
+Intrabar paths (paper broker, ``paper.intrabar: pessimistic``): :meth:`OrderManager.on_intrabar` walks
+each held contract of a bar's underlying through the bar's pessimistic path (:mod:`services.oms.intrabar`),
+in time order across contracts, stopping before a bracket's ``flatten_ts``; the broker works only the
+exit legs against those points.
+
 The only I/O is the optional audit sink passed in.
 """
 
@@ -49,13 +54,14 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
 from services.core import shared_state
 from services.core.clock import Clock
 from services.core.events import (
+    Bar,
     ChainSnapshot,
     Event,
     FeatureVector,
@@ -70,6 +76,7 @@ from services.core.shared_state import OmsKillSwitch, OmsSnapshot
 from services.oms.audit import AuditSink, event_record
 from services.oms.brokers.base import EXPIRY_REASON, Broker, BrokerError, VenueUnavailableError
 from services.oms.config import BrokerConfig
+from services.oms.intrabar import PATH_QUARTERS, SyntheticRepricer, pessimistic_path
 from services.oms.orders import (
     ContractSymbolError,
     Fill,
@@ -82,6 +89,14 @@ from services.oms.orders import (
 )
 from services.oms.positions import PositionBook, RoundTrip
 from services.oms.stop_sync import StopSync
+
+
+@runtime_checkable
+class IntrabarVenue(Protocol):
+    """A simulated venue that can work exit legs against modelled intrabar quotes (the paper broker)."""
+
+    def on_intrabar_quote(self, quote: OptionQuote) -> list[OrderEvent]: ...
+
 
 ALL_UNDERLYINGS = "*"
 _MAX_ID = 64
@@ -170,6 +185,12 @@ class OrderManager:
         self._flatten_due_at: dict[str, int] = {}  # bracket -> when it is flattened before the close
         self.entries_expired: list[str] = []  # brackets whose entry the TTL ended before it filled fully
         self.flattened_at_close: list[str] = []  # brackets flattened by their flatten_ts
+        self._fill_quote: OptionQuote | None = None  # the intrabar point being worked (its fills' quote)
+
+    @property
+    def intrabar(self) -> bool:
+        """Whether bars get a pessimistic intrabar path (a simulated venue and ``paper.intrabar`` on)."""
+        return self.config.paper.intrabar == "pessimistic" and isinstance(self.broker, IntrabarVenue)
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -441,6 +462,44 @@ class OrderManager:
                     self._exit_failed("modify_stop", stop.order_id, exc)
         return out
 
+    def on_intrabar(self, bar: Bar, pricer: SyntheticRepricer) -> list[Event]:
+        """Walk the held contracts of ``bar.symbol`` through the bar's pessimistic path, before the chain
+        at the bar's end: ``pricer`` reprices each from its quote in the latest chain (the bar's start)."""
+        venue = self.broker
+        if not self.intrabar or not isinstance(venue, IntrabarVenue):
+            return []
+        held: dict[str, tuple[OptionQuote, tuple[tuple[int, float], ...]]] = {}
+        flatten_at: dict[str, int] = {}
+        for trade in self.positions.open_trades(underlying=bar.symbol):
+            terms = self._contract(trade.contract)
+            last = self._last_quote.get(trade.contract)
+            if trade.id not in self.book.brackets or terms is None or last is None:
+                continue
+            # Several brackets on one contract: the oldest sets the path, the earliest flatten time ends it.
+            direction = exposure_direction(trade.side, terms.right)
+            held.setdefault(trade.contract, (last, pessimistic_path(bar, direction)))
+            due = self._flatten_due_at.get(trade.id)
+            if due is not None:
+                flatten_at[trade.contract] = min(due, flatten_at.get(trade.contract, due))
+        out: list[Event] = []
+        for i in range(len(PATH_QUARTERS)):  # point by point across contracts: events stay in time order
+            for contract, (last, path) in held.items():
+                ts, spot = path[i]
+                if ts >= flatten_at.get(contract, ts + 1):
+                    continue  # flattened by then (at the next market data, against the bar's end)
+                quote = pricer.quote_at(last, spot, ts)
+                if quote is None:
+                    continue
+                self._fill_quote = quote
+                try:
+                    reports = venue.on_intrabar_quote(quote)
+                    if reports:
+                        out.extend(self._process(reports))
+                        out.extend(self.positions.position_updates(ts, [contract]))
+                finally:
+                    self._fill_quote = None
+        return out
+
     def on_session_close(self, ts: int, settle_prices: Mapping[str, float]) -> list[Event]:
         """Session close: the broker expires orders and settles expiring positions."""
         return self._process(self.broker.on_session_close(ts, settle_prices))
@@ -617,7 +676,8 @@ class OrderManager:
 
     def _on_fill(self, fill: Fill, event: OrderEvent) -> list[Event]:
         trade_id, exit_reason = self._attribute(fill)
-        quote = self._last_quote.get(fill.contract)
+        point = self._fill_quote
+        quote = point if point is not None and point.symbol == fill.contract else self._last_quote.get(fill.contract)
         report = self._report(fill, quote)
         self.fill_reports.append(report)
         self._audit(

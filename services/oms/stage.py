@@ -10,15 +10,24 @@ on early-close days): an event stamped exactly at the close (the last regular-ho
 its chain, both stamped at the bar's end) still counts, and the session settles on the first event
 after the close, before that event's own price is recorded, or at the end of the data once event time
 has reached the close.
+
+Intrabar paths (:mod:`services.oms.intrabar`): the replay feed publishes a bar's synthetic chain (stamped
+at the bar's end, priced at its close) just before the bar itself, but the path inside the bar comes
+before that chain in event time. So once an underlying's chains are seen to be bar-end chains (a chain
+stamped at a bar's end with the bar's close as its underlying price), the stage holds each new chain of
+that underlying until its bar arrives, walks the held contracts through the bar's path, then works the
+chain. Any other input first releases a held chain, unchanged; recorded chains are never held (they
+are not priced at bar closes), and neither is anything with ``paper.intrabar: off`` or a real venue.
 """
 
 from __future__ import annotations
 
 from services.core import topics
-from services.core.calendar import MarketCalendar, default_calendar, ny_date
+from services.core.calendar import NS_PER_S, MarketCalendar, default_calendar, ny_date
 from services.core.clock import ReplayClock
 from services.core.dlq import InputRefusedError
 from services.core.events import (
+    Bar,
     ChainSnapshot,
     Event,
     FeatureVector,
@@ -34,13 +43,15 @@ from services.core.stage import Output
 from services.oms.approval import ExecutionGate
 from services.oms.audit import event_record
 from services.oms.engine import OrderManager
+from services.oms.intrabar import SyntheticRepricer
 
 
 class OmsStage:
     """Feeds the OrderManager and routes what it reports."""
 
     name: str = "oms"
-    inputs: tuple[str, ...] = (topics.SIGNALS, topics.ORDERS, topics.RISK_COMMANDS, topics.MD_CHAIN, topics.FEATURES)
+    inputs: tuple[str, ...] = (topics.SIGNALS, topics.ORDERS, topics.RISK_COMMANDS, topics.MD_CHAIN, topics.FEATURES,
+                               topics.MD_BARS)
 
     def __init__(
         self, manager: OrderManager, clock: ReplayClock | None = None, calendar: MarketCalendar | None = None,
@@ -52,6 +63,10 @@ class OmsStage:
         self._calendar = calendar or default_calendar()
         self._close_ns: int | None = None  # close of the session being traded
         self._last_px: dict[str, float] = {}
+        self._repricer = SyntheticRepricer(self._calendar) if manager.intrabar else None
+        self._last_chain: dict[str, tuple[int, float]] = {}  # underlying -> (ts, price) of its latest chain
+        self._bar_chains: set[str] = set()  # underlyings whose chains are bar-end chains
+        self._held: dict[str, ChainSnapshot] = {}  # a bar-end chain waiting for its bar
 
     def _route(self, events: list[Event]) -> list[Output]:
         out: list[Output] = []
@@ -89,10 +104,16 @@ class OmsStage:
             self._clock.advance_to(event.ts)
         m = self.manager
         events = m.check_venue()  # start-up reconciliation (and re-checks while book and venue disagree)
+        if isinstance(event, Bar):
+            events.extend(self._on_bar(event))
+            return self._route(events)
+        events.extend(self._release())
+        if isinstance(event, ChainSnapshot) and self._repricer is not None and event.underlying in self._bar_chains:
+            self._held[event.underlying] = event  # worked when its bar (the path before it) arrives
+            return self._route(events)
         events.extend(self._session_edge(event.ts))
         if isinstance(event, ChainSnapshot):
-            self._last_px[event.underlying] = event.underlying_price
-            events.extend(m.on_chain(event))
+            events.extend(self._chain(event))
         elif isinstance(event, FeatureVector):
             close = event.values.get("close")
             if close is not None:
@@ -108,6 +129,41 @@ class OmsStage:
             raise ValueError(f"oms stage cannot handle {type(event).__name__} on {topic}")
         return self._route(events)
 
+    def _chain(self, chain: ChainSnapshot) -> list[Event]:
+        self._last_px[chain.underlying] = chain.underlying_price
+        events = self.manager.on_chain(chain)
+        self._last_chain[chain.underlying] = (chain.ts, chain.underlying_price)
+        if self._repricer is not None:
+            self._repricer.on_chain(chain)
+        return events
+
+    def _release(self, keep: str | None = None) -> list[Event]:
+        """Work held chains (all but ``keep``'s) as they came, without a path."""
+        events: list[Event] = []
+        for underlying in [u for u in self._held if u != keep]:
+            chain = self._held.pop(underlying)
+            events.extend(self._session_edge(chain.ts))
+            events.extend(self._chain(chain))
+        return events
+
+    def _on_bar(self, bar: Bar) -> list[Event]:
+        """A bar: with its held chain, the path through it first, then the chain; else only learn whether
+        this underlying's chains are bar-end chains."""
+        events = self._release(keep=bar.symbol)
+        end = bar.ts + bar.interval_s * NS_PER_S
+        chain = self._held.pop(bar.symbol, None)
+        if chain is not None:
+            if self._repricer is not None and (chain.ts, chain.underlying_price) == (end, bar.close):
+                events.extend(self._session_edge(bar.ts))
+                events.extend(self.manager.on_intrabar(bar, self._repricer))
+            events.extend(self._session_edge(chain.ts))
+            events.extend(self._chain(chain))
+        elif self._repricer is not None and self._last_chain.get(bar.symbol) == (end, bar.close):
+            self._bar_chains.add(bar.symbol)
+        return events
+
     def finish(self, now_ns: int) -> list[Output]:
-        """End of data: settle a session whose close has passed; open positions stay open."""
-        return self._route(self._session_edge(now_ns, end_of_data=True))
+        """End of data: work a held chain, settle a session whose close has passed; open positions stay open."""
+        events = self._release()
+        events.extend(self._session_edge(now_ns, end_of_data=True))
+        return self._route(events)

@@ -40,6 +40,13 @@ trades against the quote in hand when it was sent: its first look is the first q
 after it was sent and at or after send + latency, where it is marketable on arrival as above (a buy at
 ``min(limit, ask + slip)``), and it rests from then on. Until then it does not fill or trigger.
 
+Intrabar paths (``intrabar: pessimistic``, the default): with bar-end synthetic chains the OMS also
+feeds :meth:`PaperBroker.on_intrabar_quote` a modelled quote of each held contract at four points
+inside every bar (open, adverse extreme, favourable extreme, close; :mod:`services.oms.intrabar`), so
+a stop or target touched inside a bar fills there, and when both could have been, the stop first.
+Only exit legs of filled entries see these points; the fill rules above apply to them unchanged (a
+triggered stop fills at the point's bid, a target at its limit).
+
 Event timestamps: fills carry the quote's (or underlying print's) ``ts``; submissions, cancels and
 modifications carry the injected clock's now.
 """
@@ -338,6 +345,41 @@ class PaperBroker:
             quote = self._quotes.get(order.state.contract)
             if quote is not None:
                 self._evaluate(order, quote, ts, out)
+        return out
+
+    def on_intrabar_quote(self, quote: OptionQuote) -> list[OrderEvent]:
+        """A modelled point of a bar's path (:mod:`services.oms.intrabar`): works the contract's live
+        exit legs (stops and targets of filled entries) against it, nothing else.
+
+        It is not the contract's last quote (entries, flattens and later stop moves still meet real
+        quotes), its displayed size is its own, and the latency model holds: a leg not yet at the venue
+        by the point's time ignores it. With ``stop_on_underlying`` the point's underlying price also
+        triggers the stop's ``underlying_stop``."""
+        symbol = quote.symbol
+        legs = [
+            o
+            for o in self._by_contract.get(symbol, ())
+            if o.state.leg in ("stop_loss", "take_profit") and o.active and not o.state.is_terminal
+        ]
+        if not legs:
+            return []
+        saved = self._liquidity.pop(symbol, None)
+        out: list[OrderEvent] = []
+        spot = quote.underlying_price
+        for order in legs:
+            sent, ready = order.sent_ns, order.ready_ns
+            if sent is not None and ready is not None and (quote.ts <= sent or quote.ts < ready):
+                continue  # not at the venue yet
+            level = order.underlying_stop
+            if (self.config.stop_on_underlying and level is not None and spot is not None and not order.triggered
+                    and (spot <= level if order.exposure > 0 else spot >= level)):
+                order.triggered = True
+                order.state.reason = f"underlying stop {level:.2f} reached at {spot:.2f} (intrabar)"
+            self._evaluate(order, quote, quote.ts, out)
+        self._liquidity.pop(symbol, None)
+        if saved is not None:
+            self._liquidity[symbol] = saved  # the real quote's remaining size is untouched by the model
+        self._by_contract[symbol] = [o for o in self._by_contract.get(symbol, ()) if not o.state.is_terminal]
         return out
 
     def on_session_close(self, ts: int, settle_prices: Mapping[str, float]) -> list[OrderEvent]:
