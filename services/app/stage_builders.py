@@ -148,4 +148,6 @@ def check_stage(name: str, config: SessionConfig, prog: str) -> int:
     print(f"{name}: ok ({kind}{extra}; mode {config.mode}, symbols {','.join(config.symbols)})")
     for close in parts.on_close:
         close()
+    if parts.journal is not None:
+        parts.journal.close()
     return 0

@@ -14,6 +14,7 @@ import pytest
 
 from services.app.journal_recorder import JournalRecorder
 from services.app.market_data import load_market_data
+from services.app.stage_builders import build_features_service
 from services.app.stages import build_features
 from services.core import topics
 from services.core.calendar import default_calendar
@@ -23,7 +24,7 @@ from services.core.journal import JournalWriter, read_table
 from services.core.metrics import StageMetrics
 from services.core.session_config import SessionConfig
 from services.runtime.lockstep import HistoryItem, Participant
-from services.runtime.service import ServiceHooks, StageJournal
+from services.runtime.service import ServiceContext, ServiceHooks, StageJournal
 
 SESSION = "unit-journal"
 
@@ -133,3 +134,16 @@ def test_a_failing_journal_does_not_stop_the_stage_and_recovers(tmp_path: Path, 
     journal.close()
     # The writer kept the row it could not write: both are on disk once the folder can be made.
     assert list(read_table(root, "features")["ts"]) == [first[0].event.ts, second[0].event.ts]
+
+
+def test_the_features_builder_journals_to_the_session_storage_unless_turned_off(tmp_path: Path) -> None:
+    config = SessionConfig(name="wired", symbols=("SPY",), storage_dir=tmp_path)
+    parts = build_features_service(ServiceContext("features", config, StageMetrics("features"), default_calendar()))
+    journal = parts.journal
+    assert journal is not None and journal.inputs == {topics.MD_BARS, topics.MD_CHAIN}
+    assert isinstance(journal.sink, JournalRecorder)
+    assert (journal.sink.writer.root, journal.sink.writer.session) == (tmp_path / "parquet", "wired")
+    journal.close()
+    off = SessionConfig(name="wired", symbols=("SPY",), storage_dir=tmp_path, journal=False)
+    assert build_features_service(ServiceContext("features", off, StageMetrics("features"),
+                                                 default_calendar())).journal is None
