@@ -125,6 +125,23 @@ td.held { background: #ffe9a8; font-weight: 600; }
 .confirm { background: #fff4e0; border: 1px solid #e0a040; padding: 10px; border-radius: 6px; margin-top: 8px; }
 """
 
+# Dash loads @babel/polyfill (core-js 2) first, which swaps the browser's own String.prototype.trim,
+# parseInt and parseFloat for slow script versions (core-js 2 judges the native ones non-compliant by a
+# whitespace rule Unicode has since dropped). plotly parses a colour per candle on every redraw through
+# exactly these, so the polyfills cost the live chart about a quarter of each redraw. The browser's own
+# (spec-compliant) functions are kept before Dash's scripts and put back right after them.
+_KEEP_NATIVES: Final = ("<script>window.__dreambotNatives = {trim: String.prototype.trim, parseInt: window.parseInt,"
+                        " parseFloat: window.parseFloat};</script>")
+_RESTORE_NATIVES: Final = """<script>(function (n) {
+  if (!n) { return; }
+  const put = (owner, name, fn) => Object.defineProperty(owner, name, {value: fn, writable: true, configurable: true,
+                                                                        enumerable: false});
+  put(String.prototype, 'trim', n.trim);
+  put(window, 'parseInt', n.parseInt); put(Number, 'parseInt', n.parseInt);
+  put(window, 'parseFloat', n.parseFloat); put(Number, 'parseFloat', n.parseFloat);
+  delete window.__dreambotNatives;
+})(window.__dreambotNatives);</script>"""
+
 _INDEX: Final = """<!DOCTYPE html>
 <html>
   <head>
@@ -136,7 +153,7 @@ _INDEX: Final = """<!DOCTYPE html>
   </head>
   <body>
     {%app_entry%}
-    <footer>{%config%}{%scripts%}{%renderer%}</footer>
+    <footer>{%config%}""" + _KEEP_NATIVES + "{%scripts%}" + _RESTORE_NATIVES + """{%renderer%}</footer>
   </body>
 </html>"""
 

@@ -52,7 +52,8 @@ from tests.integration.dashboard.conftest import (
 pytestmark = pytest.mark.integration
 
 NY = ZoneInfo("America/New_York")
-UPDATES = 8
+UPDATES = 20
+REFRESH_S = 0.5
 
 
 def ny(ts_ns: int) -> str:
@@ -137,7 +138,7 @@ def prometheus() -> Iterator[PrometheusServer]:
 def console(replayed_session: ReplayedSession, prometheus: PrometheusServer, session_name: str) -> Iterator[Console]:
     c = Console({"DREAMBOT_SESSION": session_name, "DREAMBOT_REDIS_URL": replayed_session.redis.url,
                  "DREAMBOT_PROMETHEUS_URL": prometheus.url},
-                args=["--backtest-dir", str(replayed_session.output_dir)], refresh_s=0.5)
+                args=["--backtest-dir", str(replayed_session.output_dir)], refresh_s=REFRESH_S)
     try:
         yield c.wait()
     finally:
@@ -253,6 +254,11 @@ def test_a_full_day_updates_live_and_the_update_time_is_reported(
     features = table(replayed_session.journal, "features")
     _open(browser, console, "/chart", "chart-graph")
     _figure(browser, "chart-graph", lambda d: len(d[0].get("x", [])) == len(bars), "the full day drawn")
+    # The browser's own trim/parseInt, not Dash's core-js 2 polyfills (plotly parses a colour per candle
+    # through them on every redraw). U+180E is whitespace to core-js 2 only.
+    assert browser.execute_script(
+        "return ['\u180e'.trim().length, Number.isNaN(parseInt('\u180e7')), Number.isNaN(parseFloat('\u180e7'))]"
+    ) == [1, True, True]
     assert browser.execute_script(_MEASURE_JS)
     template = sorted(replayed_session.journal.glob("features/session=*/date=*/*.parquet"))[-1]
     last = dict(features[-1])
@@ -278,6 +284,7 @@ def test_a_full_day_updates_live_and_the_update_time_is_reported(
     lat = browser.execute_script("return window.__lat;")
     served = [r for r in lat["requests"] if r["status"] == 200 and r["end"] is not None]
     per_update: list[float] = []
+    server: list[float] = []
     staleness: list[float] = []
     for n, wall_ms in written:
         draw = next((d for d in lat["draws"] if d["n"] == n), None)
@@ -286,12 +293,32 @@ def test_a_full_day_updates_live_and_the_update_time_is_reported(
         req = max((r for r in served if r["start"] <= draw["at"]), key=lambda r: r["start"], default=None)
         if req is not None:
             per_update.append(draw["at"] - req["start"])
+            server.append(req["end"] - req["start"])
         staleness.append(draw["wall"] - wall_ms)
     assert per_update, lat
-    print(f"\nconsole chart, full day ({len(bars)} bars) loaded: {len(per_update)} live updates, "
-          f"request->redrawn median {statistics.median(per_update):.1f} ms, max {max(per_update):.1f} ms; "
-          f"data written->on screen median {statistics.median(staleness):.0f} ms, max {max(staleness):.0f} ms "
-          f"(refresh every 500 ms)")
+    redraw = [total - s for total, s in zip(per_update, server, strict=True)]
+    # Printed, never asserted: a wall-clock bound would fail on a loaded machine, not on a slow console.
+    print(f"\nconsole chart, full day ({len(bars)} bars) loaded, {len(per_update)} live updates "
+          f"(refresh every {REFRESH_S * 1000:.0f} ms):\n"
+          f"  request->redrawn   {_stats(per_update)}  target < 200 ms: "
+          f"{'met' if statistics.median(per_update) < 200 else 'NOT met'} at the median, "
+          f"{'met' if _p95(per_update) < 200 else 'NOT met'} at p95\n"
+          f"    of which server (request->response) {_stats(server)}, "
+          f"browser (response->plotly redrawn) {_stats(redraw)}\n"
+          f"  data written->on screen {_stats(staleness)}  target < 1000 ms: "
+          f"{'met' if max(staleness) < 1000 else 'NOT met'} (waits up to one refresh, then the update; "
+          f"the 200 ms target is the update's)")
+
+
+def _p95(values: list[float]) -> float:
+    """Nearest-rank 95th percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def _stats(values: list[float]) -> str:
+    return (f"median {statistics.median(values):6.1f} ms, p95 {_p95(values):6.1f} ms, "
+            f"max {max(values):6.1f} ms")
 
 
 def test_chain_page_shows_the_smile_with_the_held_contract(browser: Any, console: Console,
