@@ -406,7 +406,9 @@ def build_oms(config: SessionConfig, clock: ReplayClock, calendar: MarketCalenda
     broker_cfg = session_broker_config(config)
     now = engine_clock or clock
     manager = OrderManager(build_broker(config, now, broker_cfg), now, broker_cfg, audit=audit)
-    return OmsStage(manager, clock, calendar, gate)
+    # A bar replay's chains are synthetic, priced at each bar's close: their bars get intrabar paths.
+    synthetic = config.market_data.source in ("replay", "synthetic")
+    return OmsStage(manager, clock, calendar, gate, synthetic_chains=synthetic)
 
 
 def build_stages(config: SessionConfig, clock: ReplayClock, state: StateStore, calendar: MarketCalendar,

@@ -13,11 +13,13 @@ has reached the close.
 
 Intrabar paths (:mod:`services.oms.intrabar`): the replay feed publishes a bar's synthetic chain (stamped
 at the bar's end, priced at its close) just before the bar itself, but the path inside the bar comes
-before that chain in event time. So once an underlying's chains are seen to be bar-end chains (a chain
-stamped at a bar's end with the bar's close as its underlying price), the stage holds each new chain of
-that underlying until its bar arrives, walks the held contracts through the bar's path, then works the
-chain. Any other input first releases a held chain, unchanged; recorded chains are never held (they
-are not priced at bar closes), and neither is anything with ``paper.intrabar: off`` or a real venue.
+before that chain in event time. So in a session whose chains are synthetic (``synthetic_chains``,
+set by the composition root for bar replays), once an underlying's chains are seen to be bar-end chains
+(a chain stamped at a bar's end with the bar's close as its underlying price), the stage holds each new
+chain of that underlying until its bar arrives, walks the held contracts through the bar's path, then
+works the chain. Any other input first releases a held chain, unchanged. Live and captured chains are
+venue quotes (their own path) and are never held, nor is anything with ``paper.intrabar: off`` or a
+real venue.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class OmsStage:
 
     def __init__(
         self, manager: OrderManager, clock: ReplayClock | None = None, calendar: MarketCalendar | None = None,
-        gate: ExecutionGate | None = None,
+        gate: ExecutionGate | None = None, synthetic_chains: bool = False,
     ) -> None:
         self.manager = manager
         self.gate = gate  # risk's approval and the hard limits, checked before anything else
@@ -63,7 +65,9 @@ class OmsStage:
         self._calendar = calendar or default_calendar()
         self._close_ns: int | None = None  # close of the session being traded
         self._last_px: dict[str, float] = {}
-        self._repricer = SyntheticRepricer(self._calendar) if manager.intrabar else None
+        # Only the composition root knows the chains are the replay's synthetic ones (a bar replay): live
+        # and captured chains are venue quotes, their own path, and are never held.
+        self._repricer = SyntheticRepricer(self._calendar) if manager.intrabar and synthetic_chains else None
         self._last_chain: dict[str, tuple[int, float]] = {}  # underlying -> (ts, price) of its latest chain
         self._bar_chains: set[str] = set()  # underlyings whose chains are bar-end chains
         self._held: dict[str, ChainSnapshot] = {}  # a bar-end chain waiting for its bar

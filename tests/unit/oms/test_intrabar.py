@@ -88,13 +88,14 @@ def intrabar_bid(last: OptionQuote, spot: float, ts: int) -> float:
 class Run:
     """Bars through the real replay feed into the OMS stage; one bracket sent at 10:02."""
 
-    def __init__(self, bars: list[Bar], *, latency_ms: float | None = 500.0, intrabar: str = "pessimistic") -> None:
+    def __init__(self, bars: list[Bar], *, latency_ms: float | None = 500.0, intrabar: str = "pessimistic",
+                 synthetic_chains: bool = True) -> None:
         cal = default_calendar()
         self.clock = ReplayClock(at("09:59"))
         config = make_config(latency_ms=latency_ms, intrabar=intrabar)
         fees = FeeModel(config.fees, 100, config.paper.cash_settled_roots)
         self.oms = OrderManager(PaperBroker(self.clock, config.paper, fees), self.clock, config)
-        self.stage = OmsStage(self.oms, self.clock, cal)
+        self.stage = OmsStage(self.oms, self.clock, cal, synthetic_chains=synthetic_chains)
         self.chains: dict[int, ChainSnapshot] = {}
         self.out: list[Event] = []
         for item in ReplayFeed(bars, synthetic_chain_source(7, cal), calendar=cal):
@@ -155,6 +156,13 @@ def test_stop_and_target_both_inside_one_bar_take_the_stop_at_the_adverse_points
 
 def test_without_the_path_the_same_bar_fills_nothing() -> None:
     run = Run([*BEFORE, bar("10:03", 620.0, 621.4, 618.8, 620.0), *AFTER], intrabar="off")
+    assert [leg for leg, _, _ in run.fills()] == ["entry"]
+
+
+def test_chains_that_are_venue_quotes_get_no_modelled_path() -> None:
+    # A live or captured session (the composition root says the chains are not synthetic): the quotes
+    # are their own path, nothing is held or modelled.
+    run = Run([*BEFORE, bar("10:03", 620.0, 621.4, 618.8, 620.0), *AFTER], synthetic_chains=False)
     assert [leg for leg, _, _ in run.fills()] == ["entry"]
 
 
