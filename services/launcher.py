@@ -156,6 +156,9 @@ class Deployment:
         env.update(DREAMBOT_HTTP_PORT=str(svc.port), PYTHONUNBUFFERED="1")
         if name == CONSOLE:
             env.update(DREAMBOT_DASHBOARD_PORT=str(svc.port), DREAMBOT_DASHBOARD_HOST="127.0.0.1")
+            # The trading pages read the journal the stages write (<storage>/parquet, the stages' default).
+            storage_dir = Path(env.get("DREAMBOT_STORAGE_DIR") or PROJECT_ROOT / "storage")
+            env.setdefault("DREAMBOT_CONSOLE_JOURNAL", str(storage_dir / "parquet"))
             if not env.get("DREAMBOT_CONSOLE_USERS") and not env.get("DREAMBOT_CONSOLE_ADMIN_PASSWORD"):
                 env["DREAMBOT_CONSOLE_ADMIN_PASSWORD"] = session_secret(self.console_password_file, 18)
         svc.log.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ embedded runner publishes for the same data.
 
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -41,7 +42,10 @@ COMPARED = (topics.FEATURES, topics.SIGNALS, topics.ORDERS, topics.RISK_COMMANDS
 # cannot make the two sides differ.
 # Risk and the OMS of both sides sign and check orders with one key, so approved orders are byte-identical.
 APPROVAL_KEY = "integration-approval-key-" + "0123456789abcdef" * 2
+# Stage log files and the journal of the tests' sessions go to a scratch folder, not the checkout's storage/.
+_TEST_STORAGE = tempfile.mkdtemp(prefix="dreambot-services-storage-")
 STAGE_ENV = {"DREAMBOT_CONFIG_DIR": str(CONFIG_DIR), "DREAMBOT_CALIBRATION": "none",
+             "DREAMBOT_STORAGE_DIR": _TEST_STORAGE,
              "DREAMBOT_APPROVAL_KEY": APPROVAL_KEY,
              "DREAMBOT_KAFKA_PARTITIONS": "2", "DREAMBOT_KAFKA_SESSION_TIMEOUT_MS": "3000",
              "DREAMBOT_LOG_LEVEL": "INFO"}
