@@ -47,6 +47,9 @@ from services.oms.audit import event_record
 from services.oms.engine import OrderManager
 from services.oms.intrabar import SyntheticRepricer
 
+#: What the stage works besides bars (a Bar only from md.bars, for its intrabar path).
+_HANDLED = (ChainSnapshot, FeatureVector, SignalIntent, OrderRequest, RiskCommand, RiskRejection)
+
 
 class OmsStage:
     """Feeds the OrderManager and routes what it reports."""
@@ -104,6 +107,10 @@ class OmsStage:
                     self.manager.audit.write(event_record("order_refused", event, rule=refusal.rule,
                                                           why=refusal.reason))
                 raise InputRefusedError(refusal.rule, str(refusal))
+        is_bar = isinstance(event, Bar) and topic == topics.MD_BARS
+        if not (is_bar or isinstance(event, _HANDLED)):
+            # Before anything moves: junk must neither advance the clock nor release a held chain.
+            raise ValueError(f"oms stage cannot handle {type(event).__name__} on {topic}")
         if self._clock is not None:
             self._clock.advance_to(event.ts)
         m = self.manager
@@ -129,8 +136,6 @@ class OmsStage:
             events.extend(m.on_order_request(event))
         elif isinstance(event, RiskCommand):
             events.extend(m.on_risk_command(event))
-        elif not isinstance(event, RiskRejection):
-            raise ValueError(f"oms stage cannot handle {type(event).__name__} on {topic}")
         return self._route(events)
 
     def _chain(self, chain: ChainSnapshot) -> list[Event]:

@@ -46,7 +46,7 @@ JUNK_KEY = b"JUNK"
 _BAD_BAR = msgspec.msgpack.encode({"type": "bar", "ts": 1, "symbol": "SPY", "open": -1.0, "high": 1.0,
                                    "low": 1.0, "close": 1.0, "volume": 1.0})
 JUNK: list[tuple[str, bytes | None, dict[str, str]]] = [
-    (topics.MD_BARS, b"\xc1 not msgpack", {"features": "decode_error"}),
+    (topics.MD_BARS, b"\xc1 not msgpack", {"features": "decode_error", "oms": "decode_error"}),  # oms: intrabar
     (topics.MD_CHAIN, None, {"features": "empty_payload", "signals": "empty_payload", "oms": "empty_payload"}),
     (topics.FEATURES, _BAD_BAR, {"signals": "decode_error", "risk": "decode_error", "oms": "decode_error"}),
     (topics.SIGNALS, encode_msgpack(Bar(ts=1, symbol="SPY", open=1, high=1, low=1, close=1, volume=1)),
