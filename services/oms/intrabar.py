@@ -17,8 +17,8 @@ seen only if the bar's close (the chain at its end) still shows it. The rule:
   value that the contract's quote in that chain had (the chain's seeded spread), rounded outward to
   the chain's tick (the bid down, never below 0; the ask up, at least a tick). Displayed sizes are the
   chain quote's. A contract missing from the latest chain (its strike left the chain's range) gets no
-  path. Recorded option quotes are their own path: no bar-end chain is detected there, nothing is
-  modelled.
+  path. Recorded or live option quotes are their own path: only a bar replay's synthetic chains
+  get one (the composition root says which, :class:`services.oms.stage.OmsStage`).
 
 The trailing vol level is rebuilt here from the same (time, spot) sequence the synthetic chain source
 priced (every chain it published carries both), with the same rule, so the surface matches the
