@@ -3,7 +3,7 @@
 The bars are hand-built SPY minutes on 2025-07-08 (a full session): flat at 620.00 from 10:00, then one
 test bar at 10:03. The chains come from the replay's real chain source (seed 7) through the real
 replay feed; the OMS stage gets them in the feed's order (chain at a bar's end, then the bar). A long
-SPY 620 call (0DTE) is bought on the 10:03 chain; its stop is 0.50 and its target 1.10, both far
+SPY 620 call (0DTE; one test the 620 put) is bought on the 10:03 chain; its stop is 0.50 and its target 1.10, both far
 from the 10:03 quote, so a bar closing back at 620 fills neither at its end.
 
 Expected prices are worked out here, independently of the code: the SSVI surface of the module
@@ -40,6 +40,7 @@ from .support import make_config, make_request
 NS = 1_000_000_000
 DAY = dt.date(2025, 7, 8)
 CALL = "SPY250708C00620000"
+PUT = "SPY250708P00620000"
 STOP, TARGET = 0.50, 1.10
 CLOSE_NS = int(dt.datetime(2025, 7, 8, 16, 0, tzinfo=NEW_YORK).timestamp()) * NS
 
@@ -76,9 +77,15 @@ def call_value(spot: float, strike: float, ts: int) -> float:
     return spot * ncdf(d1) - strike * ncdf(d1 - math.sqrt(w))
 
 
+def value(right: str, spot: float, strike: float, ts: int) -> float:
+    call = call_value(spot, strike, ts)
+    return call if right == "C" else call - (spot - strike)  # put-call parity on the forward, rate 0
+
+
 def intrabar_bid(last: OptionQuote, spot: float, ts: int) -> float:
     assert last.underlying_price is not None
-    raw = call_value(spot, last.strike, ts) - (call_value(last.underlying_price, last.strike, last.ts) - last.bid)
+    then = value(last.right, last.underlying_price, last.strike, last.ts)
+    raw = value(last.right, spot, last.strike, ts) - (then - last.bid)
     return math.floor(raw * 100 + 1e-9) / 100
 
 
@@ -89,13 +96,14 @@ class Run:
     """Bars through the real replay feed into the OMS stage; one bracket sent at 10:02."""
 
     def __init__(self, bars: list[Bar], *, latency_ms: float | None = 500.0, intrabar: str = "pessimistic",
-                 synthetic_chains: bool = True) -> None:
+                 synthetic_chains: bool = True, contract: str = CALL) -> None:
         cal = default_calendar()
         self.clock = ReplayClock(at("09:59"))
         config = make_config(latency_ms=latency_ms, intrabar=intrabar)
         fees = FeeModel(config.fees, 100, config.paper.cash_settled_roots)
         self.oms = OrderManager(PaperBroker(self.clock, config.paper, fees), self.clock, config)
         self.stage = OmsStage(self.oms, self.clock, cal, synthetic_chains=synthetic_chains)
+        self.contract = contract
         self.chains: dict[int, ChainSnapshot] = {}
         self.out: list[Event] = []
         for item in ReplayFeed(bars, synthetic_chain_source(7, cal), calendar=cal):
@@ -107,12 +115,12 @@ class Run:
                 self.out.extend(o.event for o in self.stage.handle(item.topic, event))
             if isinstance(event, Bar) and event.ts == at("10:01"):
                 ask = self.quote("10:02").ask
-                request = make_request("r1", CALL, 1, round(ask + 0.05, 2), TARGET, STOP, ts=at("10:02"))
+                request = make_request("r1", contract, 1, round(ask + 0.05, 2), TARGET, STOP, ts=at("10:02"))
                 self.out.extend(o.event for o in self.stage.handle(topics.ORDERS, request))
         self.out.extend(o.event for o in self.stage.finish(self.clock.now_ns()))
 
     def quote(self, hhmm: str) -> OptionQuote:
-        return next(q for q in self.chains[at(hhmm)].quotes if q.symbol == CALL)
+        return next(q for q in self.chains[at(hhmm)].quotes if q.symbol == self.contract)
 
     def fills(self) -> list[tuple[str, int, float | None]]:
         return [(e.leg, e.ts, e.fill_price) for e in self.out if isinstance(e, OrderEvent) and e.status == "filled"]
@@ -152,6 +160,15 @@ def test_stop_and_target_both_inside_one_bar_take_the_stop_at_the_adverse_points
     # (bid - ask) x 100 - 0.55 buying - 0.56 selling
     assert run.outcome().pnl == pytest.approx((bid - last.ask) * 100 - 1.11)
     assert run.outcome().exit_reason == "stop_loss"
+
+
+def test_a_long_put_meets_the_high_first() -> None:
+    # The same bar for the 620 put: its adverse extreme is the high (621.40), reached at 10:03:15.
+    run = Run([*BEFORE, bar("10:03", 620.0, 621.4, 618.8, 620.0), *AFTER], contract=PUT)
+    last = run.quote("10:03")
+    bid = intrabar_bid(last, 621.4, at("10:03", 15))
+    assert bid <= STOP < TARGET <= intrabar_bid(last, 618.8, at("10:03", 30))
+    assert run.fills() == [("entry", at("10:03"), last.ask), ("stop_loss", at("10:03", 15), bid)]
 
 
 def test_without_the_path_the_same_bar_fills_nothing() -> None:
