@@ -6,14 +6,18 @@ the backtest journal exactly what their stages published. Rows:
 - ``features``: each FeatureVector with the bar it was computed from (the latest bar of its symbol);
 - ``orders``: every OrderEvent, and ``fills`` the ones that filled quantity;
 - ``trades``: every TradeOutcome;
-- ``chain``: per chain snapshot, the nearest live expiry's contracts ATM ± ``strikes`` strikes with IV and
-  delta, analysed here on that subset only (a whole chain is hundreds of contracts a minute).
+- ``chain``: per chain snapshot, one expiry's contracts ATM ± ``strikes`` strikes with IV and delta,
+  analysed here on that subset only (a whole chain is hundreds of contracts a minute). The expiry is the
+  nearest one the session holds a contract of (so the console can show the position in its smile), else
+  the nearest live one.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import re
+from collections.abc import Collection
 from typing import Any, Final
 
 import numpy as np
@@ -26,17 +30,21 @@ from services.core.journal import JournalWriter, event_row, feature_row, is_fill
 from services.options.chain import analyze_chain
 
 STRIKES_AROUND: Final = 10
+_OCC: Final = re.compile(r"^[A-Z.]{1,6}(\d{2})(\d{2})(\d{2})[CP]\d{8}$")
 JOURNAL_TOPICS: Final = (topics.MD_BARS, topics.MD_CHAIN, topics.FEATURES, topics.EXECUTIONS, topics.OUTCOMES)
 
 
-def around_the_money(snapshot: ChainSnapshot, strikes: int = STRIKES_AROUND) -> ChainSnapshot | None:
-    """The snapshot cut to its nearest expiry not before the snapshot's NY date and the ``strikes``
-    strikes each side of the one nearest the underlying; None when no such expiry is quoted."""
+def around_the_money(snapshot: ChainSnapshot, strikes: int = STRIKES_AROUND,
+                     prefer: Collection[str] = ()) -> ChainSnapshot | None:
+    """The snapshot cut to one expiry not before the snapshot's NY date — the nearest of ``prefer``
+    that is quoted, else the nearest — and the ``strikes`` strikes each side of the one nearest the
+    underlying; None when no such expiry is quoted."""
     today = ny_date(snapshot.ts).isoformat()
     expiries = sorted({q.expiry for q in snapshot.quotes if q.expiry >= today})
     if not expiries:
         return None
-    nearest = [q for q in snapshot.quotes if q.expiry == expiries[0]]
+    chosen = next((e for e in expiries if e in prefer), expiries[0])
+    nearest = [q for q in snapshot.quotes if q.expiry == chosen]
     ladder = sorted({q.strike for q in nearest})
     atm = min(range(len(ladder)), key=lambda i: (abs(ladder[i] - snapshot.underlying_price), ladder[i]))
     keep = set(ladder[max(0, atm - strikes): atm + strikes + 1])
@@ -50,9 +58,9 @@ def _finite(value: float) -> float | None:
 
 
 def chain_rows(snapshot: ChainSnapshot, calendar: MarketCalendar, strikes: int = STRIKES_AROUND,
-               rate: float = 0.0) -> list[dict[str, Any]]:
-    """The ``chain`` rows of one snapshot (see the module docstring)."""
-    cut = around_the_money(snapshot, strikes)
+               rate: float = 0.0, prefer: Collection[str] = ()) -> list[dict[str, Any]]:
+    """The ``chain`` rows of one snapshot (see the module docstring; ``prefer``: held expiries)."""
+    cut = around_the_money(snapshot, strikes, prefer)
     if cut is None or not cut.quotes:
         return []
     analysis = analyze_chain(cut, cut.ts, rate=rate, calendar=calendar, svi_expiries=0)
@@ -78,6 +86,9 @@ class JournalRecorder:
         self.strikes = strikes
         self.rate = rate
         self._bars: dict[str, Bar] = {}
+        self._pending: dict[str, ChainSnapshot] = {}
+        # order_id -> (underlying, contract, signed filled quantity: + entries, - exit legs)
+        self._filled: dict[str, tuple[str, str, int]] = {}
 
     def attach(self, bus: InProcessBus) -> None:
         """Record every event the bus carries on the journal's topics."""
@@ -88,6 +99,9 @@ class JournalRecorder:
         """One published event; events the journal does not keep are ignored."""
         if isinstance(event, Bar):
             self._bars[event.symbol] = event
+            pending = self._pending.get(event.symbol)
+            if pending is not None and event.ts >= pending.ts:
+                self._write_chain(event.symbol)
         elif isinstance(event, FeatureVector):
             self.writer.append("features", feature_row(self._bars.get(event.symbol), event))
         elif isinstance(event, OrderEvent):
@@ -95,12 +109,38 @@ class JournalRecorder:
             self.writer.append("orders", row)
             if is_fill(event):
                 self.writer.append("fills", row)
+                sign = 1 if event.leg == "entry" else -1
+                self._filled[event.order_id] = (event.underlying, event.contract, sign * event.filled_quantity)
         elif isinstance(event, TradeOutcome):
             self.writer.append("trades", event_row(event))
         elif isinstance(event, ChainSnapshot) and topic == topics.MD_CHAIN:
-            for row in chain_rows(event, self.calendar, self.strikes, self.rate):
+            # Written once the OMS has worked it: at the first bar starting at or after it, or the next
+            # snapshot (the replay publishes a bar's chain before the bar, and the bus delivers
+            # breadth-first), so a position opened on this snapshot's quotes shows in it.
+            self._write_chain(event.underlying)
+            self._pending[event.underlying] = event
+
+    def _write_chain(self, underlying: str) -> None:
+        snapshot = self._pending.pop(underlying, None)
+        if snapshot is not None:
+            for row in chain_rows(snapshot, self.calendar, self.strikes, self.rate, self.held_expiries(underlying)):
                 self.writer.append("chain", row)
+
+    def held_expiries(self, underlying: str) -> set[str]:
+        """Expiries (YYYY-MM-DD) of the contracts of ``underlying`` held now, from the fills seen."""
+        net: dict[str, int] = {}
+        for und, contract, qty in self._filled.values():
+            if und == underlying:
+                net[contract] = net.get(contract, 0) + qty
+        found = set()
+        for contract, qty in net.items():
+            m = _OCC.match(contract.removeprefix("O:"))
+            if qty > 0 and m is not None:
+                found.add(f"20{m.group(1)}-{m.group(2)}-{m.group(3)}")
+        return found
 
     def close(self) -> None:
         """Write what is buffered."""
+        for underlying in list(self._pending):
+            self._write_chain(underlying)
         self.writer.close()

@@ -84,3 +84,24 @@ def test_events_land_in_their_tables(tmp_path: Path) -> None:
         624.0, 625.0, 623.5, 624.5, 1000.0, 624.2]
     assert read_table(tmp_path, "orders")["id"].tolist() == ["e1", "e2"]
     assert read_table(tmp_path, "fills")["id"].tolist() == ["e2"]
+
+
+def test_a_held_contracts_expiry_is_the_one_journaled_until_it_is_sold(tmp_path: Path) -> None:
+    recorder = JournalRecorder(JournalWriter(tmp_path, "s1", flush_seconds=0))
+    contract = "SPY250711C00625000"
+    common = dict(underlying="SPY", contract=contract, side="buy", quantity=1)
+
+    def fill(order_id: str, leg: str, qty: int) -> OrderEvent:
+        return OrderEvent(ts=TS, id=f"e-{order_id}", order_id=order_id, client_order_id=order_id, leg=leg,  # type: ignore[arg-type]
+                          status="filled", filled_quantity=qty, fill_price=1.0, **common)  # type: ignore[arg-type]
+
+    recorder.on_event("md.chain", _snapshot(624.4))
+    recorder.on_event("executions", fill("o1", "entry", 1))
+    assert recorder.held_expiries("SPY") == {"2025-07-11"} and recorder.held_expiries("QQQ") == set()
+    recorder.on_event("md.chain", _snapshot(624.4))
+    recorder.on_event("executions", fill("o2", "stop_loss", 1))
+    assert recorder.held_expiries("SPY") == set()
+    recorder.on_event("md.chain", _snapshot(624.4))
+    recorder.close()
+    chain = read_table(tmp_path, "chain")
+    assert chain.groupby("expiry").size().to_dict() == {"2025-07-09": 84, "2025-07-11": 42}
