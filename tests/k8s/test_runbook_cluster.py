@@ -134,6 +134,10 @@ def _restarted_at(cluster: Cluster, name: str) -> str | None:
 
 def test_start_halt_flatten_and_stop_a_paper_session(shell: Shell, cluster: Cluster, operator: OperatorProcess,
                                                      client: redis.Redis) -> None:
+    # The tier shares one redis-server and other tests run sessions named paper-etf too (their flatten
+    # request and kill-switch flag would answer this test's waits): start from none of their keys.
+    for key in client.scan_iter("paper-etf:*"):
+        client.delete(key)
     assert shell.run(APPLY).stdout == "tradingsession.dreambot.io/paper-etf created\n"
     stages = ("ingest", "features", "signals", "risk", "oms", "learner")
     wait_for(lambda: all(cluster.get("deployment", f"paper-etf-{s}") for s in stages), 30, what="the stages")
