@@ -19,27 +19,15 @@ from services.app.stages import build_features
 from services.core import topics
 from services.core.calendar import default_calendar
 from services.core.datasets import SAMPLE_BARS
-from services.core.events import Bar, Event, FeatureVector
+from services.core.events import Bar, FeatureVector
 from services.core.journal import JournalWriter, read_table
 from services.core.metrics import StageMetrics
 from services.core.session_config import SessionConfig
 from services.runtime.lockstep import HistoryItem, Participant
 from services.runtime.service import ServiceContext, ServiceHooks, StageJournal
+from tests.unit.risk.test_metrics import Published
 
 SESSION = "unit-journal"
-
-
-class KeptPublisher:
-    """Stands in for Kafka: keeps every published event."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Event]] = []
-
-    def publish(self, topic: str, key: str, event: Event) -> None:
-        self.events.append((topic, event))
-
-    def flush(self, timeout_s: float | None = None) -> None:
-        return None
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +36,14 @@ def bars() -> list[Bar]:
     return list(data.bars["SPY"])[:60]
 
 
-def _participant(root: Path) -> tuple[Participant, KeptPublisher, StageJournal]:
+def _participant(root: Path) -> tuple[Participant, Published, StageJournal]:
     calendar = default_calendar()
     stage = build_features(SessionConfig(symbols=("SPY",)), calendar)
     journal = StageJournal(JournalRecorder(JournalWriter(root, SESSION, flush_seconds=0), calendar),
                            (topics.MD_BARS, topics.MD_CHAIN))
     hooks = ServiceHooks(StageMetrics("features"))
     hooks.journal = journal
-    publisher = KeptPublisher()
+    publisher = Published()
     return Participant("features", publisher=publisher, stage=stage, hooks=hooks), publisher, journal
 
 
